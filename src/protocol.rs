@@ -1,0 +1,284 @@
+//! The WebSocket wire protocol (SPEC §3): text frames, each one JSON object with a
+//! `type` discriminator. Pure serde; the sockets live in `server::ws` and `client`.
+//!
+//! Client → server: `subscribe`, `unsubscribe`, `publish`, `cursor`, `ping`.
+//! Server → client: `subscribed`, `event`, `live`, `ack`, `gap`, `pong`, `error`.
+//!
+//! One exchange:
+//! ```text
+//! → {"type":"subscribe","sub":"s1","topics":["task:*"],"since":40}
+//! ← {"type":"subscribed","sub":"s1","last_id":42}
+//! ← {"type":"event","sub":"s1","event":{"id":41,...}}
+//! ← {"type":"event","sub":"s1","event":{"id":42,...}}
+//! ← {"type":"live","sub":"s1","last_id":42}
+//! → {"type":"publish","req":7,"event":{"topic":"task:b","type":"progress","data":{"percent":50}}}
+//! ← {"type":"ack","req":7,"id":43}
+//! ← {"type":"event","sub":"s1","event":{"id":43,...}}
+//! ```
+//!
+//! Beyond SPEC, two additions that third-party clients may ignore:
+//! - `live` (server): the subscription has replayed everything it asked for and now
+//!   receives live events; `hub-sub --drain` exits on it.
+//! - `types` in `subscribe` (OR-ed event types) and `durable` (a named cursor kept by
+//!   the hub), with the `cursor` frame that moves it:
+//!   `{"type":"cursor","durable":"nightly","id":57}`.
+
+use crate::event::NewEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A frame a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Subscribe {
+        sub: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        topics: Vec<String>,
+        #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
+        filters: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        types: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable: Option<String>,
+    },
+    Unsubscribe {
+        sub: String,
+    },
+    Publish {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<Value>,
+        event: NewEvent,
+    },
+    Cursor {
+        durable: String,
+        id: u64,
+    },
+    Ping,
+}
+
+/// A frame the server sends. `event` frames are built by [`event_frame`] from the
+/// event's shared encoding instead of through this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Subscribed {
+        sub: String,
+        last_id: u64,
+    },
+    Event {
+        sub: String,
+        event: Value,
+    },
+    Live {
+        sub: String,
+        last_id: u64,
+    },
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<Value>,
+        id: u64,
+    },
+    Gap {
+        sub: String,
+        from: u64,
+        to: u64,
+        reason: String,
+    },
+    Pong,
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sub: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a ServerFrame always serializes")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            code: code.as_str().to_string(),
+            message: message.into(),
+            req: None,
+            sub: None,
+        }
+    }
+}
+
+/// `{"type":"event","sub":SUB,"event":EVENT}` from the event's encoding, without
+/// re-serializing the event.
+pub fn event_frame(sub_json: &str, event_json: &str) -> String {
+    let mut s = String::with_capacity(34 + sub_json.len() + event_json.len());
+    s.push_str(r#"{"type":"event","sub":"#);
+    s.push_str(sub_json);
+    s.push_str(r#","event":"#);
+    s.push_str(event_json);
+    s.push('}');
+    s
+}
+
+/// The `code` of an `error` frame or of an HTTP error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    TooLarge,
+    TooMany,
+    NotFound,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::TooMany => "too_many",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// WebSocket close codes of SPEC §3.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const ABNORMAL: u16 = 1006;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const BAD_REQUEST: u16 = 4400;
+    pub const UNAUTHORIZED: u16 = 4401;
+    pub const FORBIDDEN: u16 = 4403;
+    pub const TOO_MANY: u16 = 4429;
+    pub const INTERNAL: u16 = 4500;
+
+    /// Whether a client should reconnect after this close code (SPEC §3 "Retry
+    /// meaning"). Codes SPEC does not list are treated as transient.
+    pub fn is_retryable(code: u16) -> bool {
+        !matches!(
+            code,
+            UNSUPPORTED | POLICY | TOO_BIG | BAD_REQUEST | UNAUTHORIZED | FORBIDDEN
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn spec_client_frames_parse() {
+        let f: ClientFrame = serde_json::from_str(
+            r#"{"type":"subscribe","sub":"s1","topics":["task:*"],"where":["data.status=failed"],"since":40}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(f, ClientFrame::Subscribe { since: Some(40), ref filters, .. } if filters.len() == 1)
+        );
+        let f: ClientFrame = serde_json::from_str(
+            r#"{"type":"subscribe","sub":"s2","topics":["log:nginx"],"last":100}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            f,
+            ClientFrame::Subscribe {
+                last: Some(100),
+                ..
+            }
+        ));
+        let f: ClientFrame = serde_json::from_str(r#"{"type":"unsubscribe","sub":"s1"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Unsubscribe { sub: "s1".into() });
+        let f: ClientFrame = serde_json::from_str(
+            r#"{"type":"publish","req":7,"event":{"topic":"task:build-42","type":"progress","data":{"percent":50}}}"#,
+        )
+        .unwrap();
+        match f {
+            ClientFrame::Publish { req, event } => {
+                assert_eq!(req, Some(json!(7)));
+                assert_eq!(event.data, json!({"percent":50}));
+            }
+            _ => panic!(),
+        }
+        let f: ClientFrame = serde_json::from_str(r#"{"type":"ping"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Ping);
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_errors() {
+        let e =
+            serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe","sub":"s","topicz":[]}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains("topicz"), "{e}");
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"shout"}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"sub":"s"}"#).is_err());
+    }
+
+    #[test]
+    fn server_frames_encode_as_spec() {
+        assert_eq!(
+            ServerFrame::Subscribed {
+                sub: "s1".into(),
+                last_id: 42
+            }
+            .encode(),
+            r#"{"type":"subscribed","sub":"s1","last_id":42}"#
+        );
+        assert_eq!(
+            ServerFrame::Ack {
+                req: Some(json!(7)),
+                id: 43
+            }
+            .encode(),
+            r#"{"type":"ack","req":7,"id":43}"#
+        );
+        assert_eq!(
+            ServerFrame::Gap {
+                sub: "s1".into(),
+                from: 10,
+                to: 19,
+                reason: "retention".into()
+            }
+            .encode(),
+            r#"{"type":"gap","sub":"s1","from":10,"to":19,"reason":"retention"}"#
+        );
+        assert_eq!(ServerFrame::Pong.encode(), r#"{"type":"pong"}"#);
+        let ev = r#"{"id":1,"topic":"t"}"#;
+        let f = event_frame("\"s1\"", ev);
+        let parsed: ServerFrame = serde_json::from_str(&f).unwrap();
+        assert_eq!(
+            parsed,
+            ServerFrame::Event {
+                sub: "s1".into(),
+                event: json!({"id":1,"topic":"t"})
+            }
+        );
+    }
+
+    #[test]
+    fn retry_meaning() {
+        for c in [1001, 1006, 4429, 4500] {
+            assert!(close::is_retryable(c));
+        }
+        for c in [1003, 1008, 1009, 4400, 4401, 4403] {
+            assert!(!close::is_retryable(c));
+        }
+    }
+}
