@@ -1,0 +1,214 @@
+//! Shared by the integration tests: start the real `hub-serve` on a free loopback
+//! port with a temp data dir, find the binaries, and wait on conditions with bounds.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `Command` for one of the crate's binaries, with the user's hub settings removed
+/// so that tests never reach a hub they did not start.
+pub fn bin(name: &str) -> Command {
+    let path = match name {
+        "hub-serve" => env!("CARGO_BIN_EXE_hub-serve"),
+        "hub-emit" => option_env!("CARGO_BIN_EXE_hub-emit").unwrap_or("hub-emit"),
+        "hub-sub" => option_env!("CARGO_BIN_EXE_hub-sub").unwrap_or("hub-sub"),
+        "hub-tail" => option_env!("CARGO_BIN_EXE_hub-tail").unwrap_or("hub-tail"),
+        other => panic!("unknown binary {other}"),
+    };
+    let mut c = Command::new(path);
+    c.env_remove("HUB_URL")
+        .env_remove("HUB_TOKEN")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// A running `hub-serve`, killed when dropped.
+pub struct Hub {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    /// Every line the hub wrote on stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hub {
+    /// Starts a hub on `127.0.0.1:0` with a fresh temp data dir and `extra` flags.
+    pub fn start(extra: &[&str]) -> Hub {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut hub = Hub::spawn(&dir, "127.0.0.1:0", extra);
+        hub._tmp = Some(tmp);
+        hub
+    }
+
+    /// Starts a hub on `listen` with data in `dir`.
+    pub fn spawn(dir: &Path, listen: &str, extra: &[&str]) -> Hub {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr, stderr) = launch(dir, listen, &args);
+        Hub {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            args,
+            stderr,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// `kill -9` the hub and reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("hub is running");
+        signal(c.id(), "TERM");
+        wait_child(&mut c, Duration::from_secs(10)).expect("hub-serve did not exit within 10 s of SIGTERM")
+    }
+
+    /// Starts the hub again on the same port and data dir (after `kill9`/`terminate`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let listen = self.addr.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port can stay busy for a moment after the old process died.
+            match try_launch(&self.dir, &listen, &self.args) {
+                Ok((child, addr, stderr)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    self.stderr = stderr;
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("hub-serve did not restart: {e}"),
+            }
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `KILL`, `STOP`, `CONT`) with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child to exit, at most `limit`.
+pub fn wait_child(c: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds, at most `limit`; panics with `what`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+type Launched = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
+
+fn launch(dir: &Path, listen: &str, args: &[String]) -> Launched {
+    try_launch(dir, listen, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_launch(dir: &Path, listen: &str, args: &[String]) -> Result<Launched, String> {
+    let mut cmd = bin("hub-serve");
+    cmd.arg("--listen").arg(listen);
+    if !args.iter().any(|a| a == "--memory") {
+        cmd.arg("--data-dir").arg(dir);
+    }
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start hub-serve: {e}"))?;
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line
+                .strip_prefix("hub-serve: listening on ws://")
+                .and_then(|rest| rest.split_whitespace().next())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.to_string());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => Ok((child, addr.parse().unwrap(), lines)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "hub-serve did not report its address; stderr:\n{}",
+                lines.lock().unwrap().join("\n")
+            ))
+        }
+    }
+}
+
+/// A blocking HTTP agent for tests that does not turn 4xx/5xx into errors.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
