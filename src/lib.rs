@@ -9,6 +9,7 @@
 pub mod event;
 pub mod matching;
 pub mod protocol;
+pub mod store;
 
 /// Where the hub listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7357";
