@@ -6,6 +6,7 @@
 //! - [`matching`]: topic globs, types and `FIELD=VALUE` filters (SPEC §2).
 //! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
 
+pub mod broker;
 pub mod event;
 pub mod matching;
 pub mod protocol;
