@@ -7,9 +7,12 @@
 //! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
 
 pub mod broker;
+pub mod cli;
 pub mod event;
 pub mod matching;
 pub mod protocol;
+pub mod server;
+pub mod shutdown;
 pub mod store;
 
 /// Where the hub listens unless told otherwise.

@@ -215,13 +215,6 @@ impl Log {
                     }
                 })
                 .map_err(io)?;
-                if scan.dropped_bytes > 0 {
-                    tracing::warn!(
-                        "dropped {} bytes of torn or corrupt records at the end of {}",
-                        scan.dropped_bytes,
-                        path.display()
-                    );
-                }
                 rec.dropped_bytes += scan.dropped_bytes;
                 segments.push_back(Arc::new(scan.segment));
             }

@@ -218,7 +218,7 @@ impl Segment {
                     if rec.id <= meta.last_id || rec.id < first_id {
                         break; // ids must increase: anything else is damage
                     }
-                    if meta.count % INDEX_EVERY == 0 {
+                    if meta.count.is_multiple_of(INDEX_EVERY) {
                         meta.index.push((rec.id, offset));
                     }
                     meta.last_id = rec.id;
@@ -277,7 +277,7 @@ impl Segment {
         }
         let mut offset = meta.bytes;
         for &(id, ts, len) in records {
-            if meta.count % INDEX_EVERY == 0 {
+            if meta.count.is_multiple_of(INDEX_EVERY) {
                 meta.index.push((id, offset));
             }
             meta.count += 1;
