@@ -14,24 +14,38 @@ fn post(hub: &Hub, body: &str) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn get(hub: &Hub, path: &str) -> (u16, String) {
-    let mut r = http().get(&format!("{}{path}", hub.http_url())).call().unwrap();
+    let mut r = http()
+        .get(&format!("{}{path}", hub.http_url()))
+        .call()
+        .unwrap();
     (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
 }
 
 fn lines(body: &str) -> Vec<Value> {
-    body.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    body.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
 fn publish_one_or_many_then_poll() {
     let hub = Hub::start(&[]);
-    let (s, v) = post(&hub, r#"{"topic":"task:build-42","type":"progress","data":{"percent":50}}"#);
+    let (s, v) = post(
+        &hub,
+        r#"{"topic":"task:build-42","type":"progress","data":{"percent":50}}"#,
+    );
     assert_eq!((s, v), (200, json!({"ids":[1]})));
-    let (s, v) = post(&hub, "{\"topic\":\"log:a\",\"data\":1}\n\n{\"topic\":\"log:b\",\"source\":\"me\"}\n");
+    let (s, v) = post(
+        &hub,
+        "{\"topic\":\"log:a\",\"data\":1}\n\n{\"topic\":\"log:b\",\"source\":\"me\"}\n",
+    );
     assert_eq!((s, v), (200, json!({"ids":[2,3]})));
     let (s, body) = get(&hub, "/events?since=0");
     assert_eq!(s, 200);
@@ -41,9 +55,18 @@ fn publish_one_or_many_then_poll() {
     assert_eq!(evs[1]["type"], "message", "default type");
     assert_eq!(evs[2]["source"], "me");
     let ts = evs[0]["ts"].as_str().unwrap();
-    assert!(ts.ends_with('Z') && ts.len() == 24, "RFC 3339 UTC with ms: {ts}");
+    assert!(
+        ts.ends_with('Z') && ts.len() == 24,
+        "RFC 3339 UTC with ms: {ts}"
+    );
     let (_, body) = get(&hub, "/events?topic=log:*&since=2");
-    assert_eq!(lines(&body).iter().map(|e| e["id"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(
+        lines(&body)
+            .iter()
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
     let (_, body) = get(&hub, "/events?where=data.percent%3D50.0&since=0");
     assert_eq!(lines(&body).len(), 1);
     let (_, body) = get(&hub, "/events?since=0&limit=2");
@@ -53,12 +76,22 @@ fn publish_one_or_many_then_poll() {
 #[test]
 fn a_body_with_one_bad_event_stores_nothing() {
     let hub = Hub::start(&[]);
-    let (s, v) = post(&hub, "{\"topic\":\"a\"}\n{\"topic\":\"has space\"}\n{\"topic\":\"c\"}\n");
+    let (s, v) = post(
+        &hub,
+        "{\"topic\":\"a\"}\n{\"topic\":\"has space\"}\n{\"topic\":\"c\"}\n",
+    );
     assert_eq!(s, 400);
     assert_eq!(v["code"], "bad_request");
     let msg = v["message"].as_str().unwrap();
     assert!(msg.starts_with("line 2:") && msg.contains("topic"), "{msg}");
-    for bad in ["not json", "[1,2]", "", "{\"type\":\"x\"}", "{\"topic\":\"a\",\"type\":\"Bad\"}", "{\"topic\":\"a\",\"dat\":1}"] {
+    for bad in [
+        "not json",
+        "[1,2]",
+        "",
+        "{\"type\":\"x\"}",
+        "{\"topic\":\"a\",\"type\":\"Bad\"}",
+        "{\"topic\":\"a\",\"dat\":1}",
+    ] {
         let (s, v) = post(&hub, bad);
         assert_eq!(s, 400, "{bad}: {v}");
         assert!(!v["message"].as_str().unwrap().is_empty());
@@ -91,7 +124,10 @@ fn long_poll_returns_when_an_event_arrives() {
     let url = hub.http_url();
     let t = std::thread::spawn(move || {
         let start = Instant::now();
-        let mut r = http().get(&format!("{url}/events?topic=late&since=0&wait=20s")).call().unwrap();
+        let mut r = http()
+            .get(&format!("{url}/events?topic=late&since=0&wait=20s"))
+            .call()
+            .unwrap();
         (start.elapsed(), r.body_mut().read_to_string().unwrap())
     });
     // The poll is waiting; an unrelated event does not end it, a matching one does.
@@ -112,9 +148,15 @@ fn long_poll_returns_when_an_event_arrives() {
 fn tasks_fold_the_lifecycle() {
     let hub = Hub::start(&[]);
     post(&hub, r#"{"topic":"task:build","type":"task_started"}"#);
-    post(&hub, r#"{"topic":"task:build","type":"progress","data":{"percent":40,"message":"compiling"}}"#);
+    post(
+        &hub,
+        r#"{"topic":"task:build","type":"progress","data":{"percent":40,"message":"compiling"}}"#,
+    );
     post(&hub, r#"{"topic":"task:deploy","type":"task_started"}"#);
-    post(&hub, r#"{"topic":"task:deploy","type":"task_failed","data":{"error":"no space","exit_code":3,"duration_seconds":1.5}}"#);
+    post(
+        &hub,
+        r#"{"topic":"task:deploy","type":"task_failed","data":{"error":"no space","exit_code":3,"duration_seconds":1.5}}"#,
+    );
     let (_, body) = get(&hub, "/tasks");
     let v: Value = serde_json::from_str(&body).unwrap();
     let tasks = v["tasks"].as_array().unwrap();
@@ -142,14 +184,29 @@ fn health_status_metrics() {
     post(&hub, r#"{"topic":"a","key":"k1"}"#);
     let (_, body) = get(&hub, "/status");
     let st: Value = serde_json::from_str(&body).unwrap();
-    for k in ["version", "uptime_seconds", "connections", "subscriptions", "events", "first_id", "last_id", "log_bytes", "lagged_total", "gaps_total", "dedup_total"] {
+    for k in [
+        "version",
+        "uptime_seconds",
+        "connections",
+        "subscriptions",
+        "events",
+        "first_id",
+        "last_id",
+        "log_bytes",
+        "lagged_total",
+        "gaps_total",
+        "dedup_total",
+    ] {
         assert!(!st[k].is_null(), "/status lacks {k}: {st}");
     }
     assert_eq!(st["events"], 1);
     assert_eq!(st["dedup_total"], 1);
     let (s, m) = get(&hub, "/metrics");
     assert_eq!(s, 200);
-    assert!(m.contains("\nhub_last_id 1\n") && m.contains("# TYPE hub_dedup_total counter"), "{m}");
+    assert!(
+        m.contains("\nhub_last_id 1\n") && m.contains("# TYPE hub_dedup_total counter"),
+        "{m}"
+    );
     let (s, body) = get(&hub, "/nowhere");
     assert_eq!(s, 404);
     assert!(body.contains("/publish"));
@@ -188,7 +245,11 @@ fn token_file_keeps_it_out_of_argv() {
 #[test]
 fn foreign_host_and_origin_are_refused() {
     let hub = Hub::start(&["--allow-origin", "https://dash.example"]);
-    let r = http().get(&format!("{}/status", hub.http_url())).header("Host", "evil.example:7357").call().unwrap();
+    let r = http()
+        .get(&format!("{}/status", hub.http_url()))
+        .header("Host", "evil.example:7357")
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     let r = http()
         .post(&format!("{}/publish", hub.http_url()))
@@ -205,14 +266,24 @@ fn foreign_host_and_origin_are_refused() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{ok}");
     }
-    let r = http().get(&format!("{}/status", hub.http_url())).header("Host", "localhost").call().unwrap();
+    let r = http()
+        .get(&format!("{}/status", hub.http_url()))
+        .header("Host", "localhost")
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
 
 #[test]
 fn bad_queries_are_400() {
     let hub = Hub::start(&[]);
-    for q in ["/events?since=abc", "/events?where=nofield", "/events?topicz=a", "/events?topic=[", "/events?wait=soon"] {
+    for q in [
+        "/events?since=abc",
+        "/events?where=nofield",
+        "/events?topicz=a",
+        "/events?topic=[",
+        "/events?wait=soon",
+    ] {
         let (s, body) = get(&hub, q);
         assert_eq!(s, 400, "{q}");
         assert!(body.contains("bad_request"), "{body}");

@@ -87,7 +87,8 @@ impl Hub {
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("hub is running");
         signal(c.id(), "TERM");
-        wait_child(&mut c, Duration::from_secs(10)).expect("hub-serve did not exit within 10 s of SIGTERM")
+        wait_child(&mut c, Duration::from_secs(10))
+            .expect("hub-serve did not exit within 10 s of SIGTERM")
     }
 
     /// Starts the hub again on the same port and data dir (after `kill9`/`terminate`).
@@ -171,8 +172,13 @@ fn try_launch(dir: &Path, listen: &str, args: &[String]) -> Result<Launched, Str
     if !args.iter().any(|a| a == "--memory") {
         cmd.arg("--data-dir").arg(dir);
     }
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start hub-serve: {e}"))?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start hub-serve: {e}"))?;
     let stderr = child.stderr.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
@@ -221,8 +227,9 @@ pub mod ws {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-    pub type Stream =
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    pub type Stream = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
 
     pub struct Client {
         pub ws: Stream,
@@ -237,10 +244,13 @@ pub mod ws {
 
     impl Client {
         pub async fn connect(url: &str) -> Client {
-            let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-                .await
-                .expect("connect timed out")
-                .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+            let (ws, _) = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
             Client { ws }
         }
 
@@ -261,8 +271,12 @@ pub mod ws {
                 match m {
                     None => return Got::Closed(None),
                     Some(Err(_)) => return Got::Closed(None),
-                    Some(Ok(Message::Text(t))) => return Got::Frame(serde_json::from_str(t.as_str()).unwrap()),
-                    Some(Ok(Message::Close(f))) => return Got::Closed(f.map(|f: CloseFrame| u16::from(f.code))),
+                    Some(Ok(Message::Text(t))) => {
+                        return Got::Frame(serde_json::from_str(t.as_str()).unwrap());
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Got::Closed(f.map(|f: CloseFrame| u16::from(f.code)));
+                    }
                     Some(Ok(_)) => continue,
                 }
             }
