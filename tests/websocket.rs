@@ -145,7 +145,7 @@ async fn a_subscriber_that_stops_reading_still_gets_everything_in_order() {
         while fast_seen < 1000 * 30 {
             let f = fast.frame_skip_live().await;
             fast_seen = f["event"]["id"].as_u64().unwrap();
-            if fast_seen % 1000 == 0 {
+            if fast_seen.is_multiple_of(1000) {
                 break;
             }
         }
