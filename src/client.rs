@@ -1212,6 +1212,58 @@ mod tests {
         ));
     }
 
+    /// Reads the next `publish` frame from a mock hub connection.
+    async fn next_publish(ws: &mut WebSocketStream<TcpStream>) -> (u64, NewEvent) {
+        loop {
+            let msg = ws.next().await.unwrap().unwrap();
+            if let Message::Text(t) = msg
+                && let Ok(ClientFrame::Publish { req, event }) = serde_json::from_str(&t)
+            {
+                return (req.unwrap().as_u64().unwrap(), event);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unacked_events_are_resent_with_the_same_key() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = tokio::spawn(async move {
+            let mut keys = Vec::new();
+            // First connection: ack the first event, drop before acking the second.
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":1}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let (_, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            drop(ws);
+            // Second connection: the second event again, with its key.
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":2}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let _ = ws.next().await;
+            keys
+        });
+        let opts = ConnectOptions::new(format!("http://{addr}"));
+        let p = Publisher::connect(&opts).await.unwrap();
+        let batch = vec![NewEvent::new("a"), NewEvent::new("b")];
+        let ids = tokio::time::timeout(Duration::from_secs(10), p.publish_batch(batch))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids, vec![1, 2]);
+        p.close().await.unwrap();
+        let keys = hub.await.unwrap();
+        assert_ne!(keys[0], keys[1]);
+        assert_eq!(keys[1], keys[2], "the resent event keeps its key");
+    }
+
     #[tokio::test]
     async fn unreachable_hub_gives_up_after_timeout() {
         // A port nothing listens on: bind, read the port, drop.
