@@ -57,7 +57,7 @@ pub enum ClientError {
     #[error(transparent)]
     InvalidEvent(#[from] EventError),
     /// No connection could be made before the timeout.
-    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", humantime::format_duration(*waited))]
+    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", seconds(*waited))]
     Unreachable {
         url: String,
         cause: String,
@@ -305,6 +305,11 @@ async fn connect_with_retry(
             }
         }
     }
+}
+
+/// `1.1s`, for messages.
+pub(crate) fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
 }
 
 /// Rounds to 0.1 s for messages.
@@ -613,7 +618,7 @@ async fn run_publisher(
             |cause, delay| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {cause}; retrying in {}",
-                    humantime::format_duration(round_duration(delay))
+                    seconds(delay)
                 )
             },
         )
@@ -870,7 +875,7 @@ impl Subscriber {
             |c, d| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {c}; retrying in {}",
-                    humantime::format_duration(round_duration(d))
+                    seconds(d)
                 )
             },
         )

@@ -2,7 +2,7 @@
 //! (`--url`, `--token`, `--token-file`), verbosity (`-v`, `-q`), duration parsing,
 //! and logging setup. Each command's own flags live in its module.
 
-// pub mod emit;
+pub mod emit;
 // pub mod sub;
 
 use crate::client::ConnectOptions;
