@@ -308,7 +308,7 @@ async fn connect_with_retry(
 }
 
 /// `1.1s`, for messages.
-pub(crate) fn seconds(d: Duration) -> String {
+pub fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
@@ -904,6 +904,12 @@ impl Subscriber {
     /// The normalized URL (for messages).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How long a later outage may last before [`next`](Subscriber::next) gives up
+    /// with [`ClientError::Unreachable`]; `None`: reconnect for ever.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// The id of the last event handed out.

@@ -9,12 +9,14 @@
 //!   client commands.
 //! - [`exit`]: the SPEC §4 exit-code table and the mapping from errors to it.
 //! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`).
+//! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 
 pub mod cli;
 pub mod client;
 pub mod event;
 pub mod exit;
 pub mod matching;
+pub mod output;
 pub mod protocol;
 
 /// Where the hub listens unless told otherwise.

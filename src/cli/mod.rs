@@ -3,7 +3,7 @@
 //! and logging setup. Each command's own flags live in its module.
 
 pub mod emit;
-// pub mod sub;
+pub mod sub;
 
 use crate::client::ConnectOptions;
 use crate::exit::Exit;
