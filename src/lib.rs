@@ -11,6 +11,7 @@
 //! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`).
 //! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod event;
@@ -18,6 +19,9 @@ pub mod exit;
 pub mod matching;
 pub mod output;
 pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod store;
 
 /// Where the hub listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7357";
