@@ -1184,6 +1184,14 @@ mod tests {
     }
 
     #[test]
+    fn handles_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Publisher>();
+        shared::<Subscriber>();
+        shared::<ClientError>();
+    }
+
+    #[test]
     fn keys_are_random_per_publisher() {
         let a = random_prefix();
         assert_eq!(a.len(), 12);

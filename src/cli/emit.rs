@@ -480,7 +480,7 @@ async fn run_command(args: &EmitArgs, opts: crate::client::ConnectOptions) -> an
             );
             let ev = t.typed("task_failed", data);
             report(&publisher, "task_failed", ev, &mut tickets, &mut unsent).await;
-            finish(publisher, tickets, unsent).await;
+            finish(publisher, tickets, unsent, args.hub.quiet).await;
             eprintln!("hub-emit: {error}");
             return Ok(code);
         }
@@ -575,7 +575,7 @@ async fn run_command(args: &EmitArgs, opts: crate::client::ConnectOptions) -> an
     let (code, final_kind, data) = final_report(&status, duration, &command_text);
     let ev = t.typed(final_kind, merge(data, &t.fields));
     report(&publisher, final_kind, ev, &mut tickets, &mut unsent).await;
-    finish(publisher, tickets, unsent).await;
+    finish(publisher, tickets, unsent, args.hub.quiet).await;
     Ok(code)
 }
 
@@ -759,6 +759,7 @@ async fn finish(
     publisher: Arc<Publisher>,
     tickets: Vec<(&'static str, Ticket)>,
     mut unsent: Vec<String>,
+    quiet: bool,
 ) {
     let mut cause = None;
     let mut counts: Vec<(&'static str, u64)> = Vec::new();
@@ -778,7 +779,7 @@ async fn finish(
             format!("{n} {what} events")
         });
     }
-    if !unsent.is_empty() {
+    if !unsent.is_empty() && !quiet {
         let url = publisher.url().to_string();
         eprintln!(
             "hub-emit: could not report to the hub at {url}: {}{}",
