@@ -13,8 +13,11 @@ use crate::output::{Format, ProgressView, write_event};
 use anyhow::Context;
 use clap::Parser;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// The task types `--wait-task` and `--progress` follow.
 const TASK_TYPES: [&str; 4] = ["task_started", "progress", "task_completed", "task_failed"];
@@ -151,6 +154,7 @@ pub async fn run(args: SubArgs) -> anyhow::Result<u8> {
         saved_id: None,
         quiet: args.hub.quiet,
         reconnecting: false,
+        stdout_watch: watch_stdout(),
     };
     let result = match args.timeout {
         Some(t) => {
@@ -259,7 +263,34 @@ struct Session {
     saved_id: Option<u64>,
     quiet: bool,
     reconnecting: bool,
-    // (the last printed id lives in the subscriber: it resumes from it)
+    /// stdout when it is a pipe or socket, watched for its reader going away.
+    stdout_watch: Option<AsyncFd<OwnedFd>>,
+}
+
+/// stdout, if it is a pipe or a socket, registered to learn when its reader is gone
+/// (epoll reports an error on the write end of a pipe whose read end is closed).
+fn watch_stdout() -> Option<AsyncFd<OwnedFd>> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(fd);
+    let kind = file.metadata().ok()?.file_type();
+    if !(kind.is_fifo() || kind.is_socket()) {
+        return None;
+    }
+    // SAFETY: the OwnedFd is a fresh duplicate owned by the AsyncFd: it stays open and
+    // names the same file description until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(OwnedFd::from(file), Interest::ERROR) }.ok()
+}
+
+/// Resolves when the watched stdout has no reader any more; never without a watch.
+async fn stdout_closed(watch: &Option<AsyncFd<OwnedFd>>) {
+    match watch {
+        Some(fd) => {
+            let _ = fd.ready(Interest::ERROR).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -271,7 +302,12 @@ impl Session {
                 None => {
                     // Nothing more is pending: one write for the whole burst.
                     self.flush().await?;
-                    self.sub.next().await
+                    tokio::select! {
+                        biased;
+                        item = self.sub.next() => item,
+                        // `| head -1` has exited: end now, not at the next event.
+                        _ = stdout_closed(&self.stdout_watch) => return Ok(exit::OK),
+                    }
                 }
             };
             let item = match item {
