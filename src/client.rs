@@ -548,7 +548,8 @@ impl Publisher {
     }
 
     /// Waits until every event sent so far is acknowledged (or failed), then closes
-    /// the connection gracefully.
+    /// the connection gracefully. With `timeout: None` and the hub down, this waits
+    /// for the hub to come back; bound it with `tokio::time::timeout` if needed.
     ///
     /// # Errors
     /// The error that made the publisher give up, if it did.
