@@ -12,6 +12,7 @@
 //! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
 //!   wake-ups.
 
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod event;
@@ -19,6 +20,9 @@ pub mod exit;
 pub mod follow;
 pub mod matching;
 pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod store;
 
 /// Where the hub listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7357";

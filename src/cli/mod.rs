@@ -4,6 +4,7 @@
 
 // pub mod emit;
 // pub mod sub;
+pub mod serve;
 pub mod tail;
 
 use crate::client::ConnectOptions;

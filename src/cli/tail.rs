@@ -146,31 +146,11 @@ pub async fn main(args: TailArgs) -> Result<(), Exit> {
     let opts = args.hub.connect_options(None)?;
     let publisher = crate::client::Publisher::start(&opts)
         .map_err(|e| Exit::new(crate::exit::code_for_client(&e), e.to_string()))?;
-    let result = run::run(cfg, &publisher, shutdown_signal()).await;
+    let token = crate::shutdown::on_signal();
+    let result = run::run(cfg, &publisher, token.cancelled_owned()).await;
     // Everything acknowledged is saved; do not wait long for the rest.
     let _ = tokio::time::timeout(Duration::from_secs(1), publisher.close()).await;
     result
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 #[cfg(test)]
