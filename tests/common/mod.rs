@@ -87,7 +87,8 @@ impl Hub {
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("hub is running");
         signal(c.id(), "TERM");
-        wait_child(&mut c, Duration::from_secs(10)).expect("hub-serve did not exit within 10 s of SIGTERM")
+        wait_child(&mut c, Duration::from_secs(10))
+            .expect("hub-serve did not exit within 10 s of SIGTERM")
     }
 
     /// Starts the hub again on the same port and data dir (after `kill9`/`terminate`).
@@ -171,8 +172,13 @@ fn try_launch(dir: &Path, listen: &str, args: &[String]) -> Result<Launched, Str
     if !args.iter().any(|a| a == "--memory") {
         cmd.arg("--data-dir").arg(dir);
     }
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start hub-serve: {e}"))?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start hub-serve: {e}"))?;
     let stderr = child.stderr.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
