@@ -388,11 +388,21 @@ fn hub_down_while_lines_are_written() {
     let b = numbered("b", 0..500);
     write_lines(&log, &b);
     expected.extend(b);
+    let t0 = std::time::Instant::now();
+    while !tail.stderr().contains("reading is paused") {
+        assert!(
+            t0.elapsed() < LIMIT,
+            "no paused message; hub-tail stderr:\n{}",
+            tail.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     hub.restart();
     let c = numbered("c", 0..50);
     write_lines(&log, &c);
     expected.extend(c);
     expect_lines(&hub, "log:app", &expected, &tail);
+    assert!(tail.stderr().contains("is back"), "{}", tail.stderr());
 }
 
 #[test]

@@ -221,7 +221,10 @@ pub struct Follower {
     skip: Option<(FileId, u64, i64, i64)>,
     /// The last condition reported on stderr, so each is said once.
     reported: Option<String>,
+    /// Say more (-v): rotations, resumes.
     pub verbose: bool,
+    /// Say nothing (-q).
+    pub quiet: bool,
 }
 
 impl Follower {
@@ -236,6 +239,7 @@ impl Follower {
             skip: None,
             reported: None,
             verbose: false,
+            quiet: false,
         }
     }
 
@@ -253,11 +257,11 @@ impl Follower {
         })
     }
 
-    /// Bytes of the current file not read yet (at the last step).
+    /// Bytes of the current file not turned into events yet (at the last step).
     pub fn backlog(&self) -> u64 {
         self.cur
             .as_ref()
-            .map_or(0, |c| c.len.saturating_sub(c.pos()))
+            .map_or(0, |c| c.len.saturating_sub(c.lines.line_start))
     }
 
     /// The hub acknowledged everything of incarnation `uid` up to `end`.
@@ -279,8 +283,14 @@ impl Follower {
         }
     }
 
+    /// Whether the next step wants this path's saved state (only before the first
+    /// file is opened).
+    pub fn needs_saved(&self) -> bool {
+        self.initial
+    }
+
     fn report(&mut self, msg: String) {
-        if self.reported.as_ref() != Some(&msg) {
+        if self.reported.as_ref() != Some(&msg) && !self.quiet {
             eprintln!("hub-tail: {msg}");
             self.reported = Some(msg);
         }
@@ -361,16 +371,36 @@ impl Follower {
         let len = meta.len();
         c.len = len;
         if len < c.pos() || !head_matches(c)? {
+            // What was read before the truncation goes out first.
+            if c.lines.unscanned() {
+                let key = Key {
+                    prefix: &c.key_prefix,
+                    uid: c.uid,
+                };
+                c.lines.scan(key, max_line, budget, emit, out);
+            }
+            if c.lines.unscanned() || budget.items < 2 {
+                out.more = true;
+                return Ok(false);
+            }
             end_incarnation(c, Ending::Truncated, budget, emit, out);
             return Ok(true);
         }
         loop {
-            if c.pos() >= len {
-                break;
-            }
             if budget.exhausted() {
                 out.more = true;
                 return Ok(false);
+            }
+            let key = Key {
+                prefix: &c.key_prefix,
+                uid: c.uid,
+            };
+            if c.lines.unscanned() {
+                c.lines.scan(key, max_line, budget, emit, out);
+                continue;
+            }
+            if c.pos() >= len {
+                break;
             }
             let want = READ_CHUNK.min((len - c.pos()) as usize);
             let pos = c.pos();
@@ -381,30 +411,27 @@ impl Follower {
             if n == 0 {
                 break; // shrank meanwhile: the next step sees it
             }
-            let key = Key {
-                prefix: &c.key_prefix,
-                uid: c.uid,
-            };
-            c.lines.scan(old, key, max_line, budget, emit, out);
         }
         // Drained: does the path still name this file?
-        match std::fs::metadata(&self.path) {
-            Ok(m) if FileId::of(&m) == c.id => Ok(false),
-            Ok(_) => {
-                end_incarnation(c, Ending::Renamed, budget, emit, out);
-                Ok(true)
-            }
+        let ending = match std::fs::metadata(&self.path) {
+            Ok(m) if FileId::of(&m) == c.id => return Ok(false),
+            Ok(_) => Ending::Renamed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let ending = if meta.nlink() == 0 {
+                if meta.nlink() == 0 {
                     Ending::Deleted
                 } else {
                     Ending::Renamed
-                };
-                end_incarnation(c, ending, budget, emit, out);
-                Ok(true)
+                }
             }
-            Err(_) => Ok(false),
+            Err(_) => return Ok(false),
+        };
+        if budget.items < 2 {
+            // room for the held partial line and the `rotated` item
+            out.more = true;
+            return Ok(false);
         }
+        end_incarnation(c, ending, budget, emit, out);
+        Ok(true)
     }
 
     /// Opens the file the path names now. `false`: nothing to read (missing,
@@ -522,7 +549,7 @@ impl Follower {
                 return false;
             }
         };
-        if self.reported.is_some() {
+        if self.reported.is_some() && !self.quiet {
             eprintln!("hub-tail: {}: following it now", self.path.display());
         }
         self.reported = None;
@@ -588,6 +615,8 @@ pub struct Lines {
     /// Offset of `buf[0]`: the start of the line being assembled.
     pub line_start: u64,
     pub buf: Vec<u8>,
+    /// `buf[..searched]` is known to hold no newline.
+    searched: usize,
 }
 
 impl Lines {
@@ -595,6 +624,7 @@ impl Lines {
         Lines {
             line_start: offset,
             buf: Vec::new(),
+            searched: 0,
         }
     }
 
@@ -603,12 +633,17 @@ impl Lines {
         self.line_start + self.buf.len() as u64
     }
 
-    /// Emits every complete line in `buf` (newlines are searched from `from`, the
-    /// bytes before it having been searched already), then full pieces of an
-    /// over-long partial line, and keeps the rest.
+    /// Whether `buf` holds bytes not yet scanned for lines.
+    pub fn unscanned(&self) -> bool {
+        self.searched < self.buf.len()
+    }
+
+    /// Emits every complete line in `buf`, then full pieces of an over-long partial
+    /// line, and keeps the rest. Stops when the budget runs out (then the rest is
+    /// scanned again next time; an over-long line may stop between two pieces, and
+    /// its cut points do not depend on where it stopped).
     pub fn scan(
         &mut self,
-        from: usize,
         key: Key<'_>,
         max_line: usize,
         budget: &mut Budget,
@@ -618,8 +653,25 @@ impl Lines {
         let buf = std::mem::take(&mut self.buf);
         let base = self.line_start;
         let mut s = 0; // start of the current line in buf
-        let mut search = from;
-        loop {
+        let mut search = self.searched;
+        let mut piece = |s: usize, end: u64, text: &[u8], partial: bool, budget: &mut Budget| {
+            emit(Item::Line {
+                key_prefix: key.prefix,
+                uid: key.uid,
+                start: base + s as u64,
+                end,
+                bytes: text,
+                partial,
+            });
+            budget.take(text.len());
+            out.items += 1;
+        };
+        let mut complete = true;
+        'lines: loop {
+            if budget.exhausted() {
+                complete = false;
+                break;
+            }
             while s < buf.len() && buf[s] == 0 {
                 s += 1; // a copytruncate hole
             }
@@ -628,42 +680,53 @@ impl Lines {
                 break;
             };
             let nl = search + i;
-            let mut text = &buf[s..nl];
-            if let [rest @ .., b'\r'] = text {
-                text = rest;
+            let text_end = if nl > s && buf[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            while text_end - s > max_line / 6 {
+                let cut = cut_point(&buf[s..text_end], max_line);
+                if cut == text_end - s {
+                    break;
+                }
+                let end = base + (s + cut) as u64;
+                piece(s, end, &buf[s..s + cut], true, budget);
+                s += cut;
+                if budget.exhausted() {
+                    complete = false;
+                    break 'lines;
+                }
             }
-            let start = base + s as u64;
-            let end = base + nl as u64 + 1;
-            emit_line(key, start, end, text, max_line, budget, emit, out);
+            piece(s, base + nl as u64 + 1, &buf[s..text_end], false, budget);
             s = nl + 1;
             search = s;
         }
-        // An over-long partial line goes out piece by piece.
-        while buf.len() - s > max_line / 6 {
-            let cut = cut_point(&buf[s..], max_line);
-            if cut == buf.len() - s {
-                break;
+        if complete {
+            // An over-long partial line goes out piece by piece.
+            while buf.len() - s > max_line / 6 {
+                if budget.exhausted() {
+                    complete = false;
+                    break;
+                }
+                let cut = cut_point(&buf[s..], max_line);
+                if cut == buf.len() - s {
+                    break;
+                }
+                let end = base + (s + cut) as u64;
+                piece(s, end, &buf[s..s + cut], true, budget);
+                s += cut;
             }
-            let start = base + s as u64;
-            emit(Item::Line {
-                key_prefix: key.prefix,
-                uid: key.uid,
-                start,
-                end: start + cut as u64,
-                bytes: &buf[s..s + cut],
-                partial: true,
-            });
-            budget.take(cut);
-            out.items += 1;
-            s += cut;
         }
         let mut buf = buf;
         buf.drain(..s);
         self.line_start += s as u64;
+        self.searched = if complete { buf.len() } else { 0 };
         self.buf = buf;
     }
 
-    /// Emits the held partial line as it is (its file ended).
+    /// Emits the held partial line as it is (its file ended). It is never longer
+    /// than one piece: [`scan`](Lines::scan) sends full pieces as they fill.
     pub fn flush(
         &mut self,
         key: Key<'_>,
@@ -677,65 +740,21 @@ impl Lines {
             .position(|&b| b != 0)
             .unwrap_or(self.buf.len());
         if s < self.buf.len() {
-            let start = self.line_start + s as u64;
-            let end = self.pos();
-            emit_line(
-                key,
-                start,
-                end,
-                &self.buf[s..],
-                usize::MAX,
-                budget,
-                emit,
-                out,
-            );
+            emit(Item::Line {
+                key_prefix: key.prefix,
+                uid: key.uid,
+                start: self.line_start + s as u64,
+                end: self.pos(),
+                bytes: &self.buf[s..],
+                partial: false,
+            });
+            budget.take(self.buf.len() - s);
+            out.items += 1;
         }
         self.line_start = self.pos();
         self.buf.clear();
+        self.searched = 0;
     }
-}
-
-/// Emits one line, split into pieces when it is over-long.
-#[allow(clippy::too_many_arguments)]
-fn emit_line(
-    key: Key<'_>,
-    start: u64,
-    end: u64,
-    mut text: &[u8],
-    max_line: usize,
-    budget: &mut Budget,
-    emit: &mut dyn FnMut(Item<'_>),
-    out: &mut Stepped,
-) {
-    let mut piece_start = start;
-    while text.len() > max_line / 6 {
-        let cut = cut_point(text, max_line);
-        if cut == text.len() {
-            break;
-        }
-        emit(Item::Line {
-            key_prefix: key.prefix,
-            uid: key.uid,
-            start: piece_start,
-            end: piece_start + cut as u64,
-            bytes: &text[..cut],
-            partial: true,
-        });
-        budget.take(cut);
-        out.items += 1;
-        piece_start += cut as u64;
-        text = &text[cut..];
-    }
-    emit(Item::Line {
-        key_prefix: key.prefix,
-        uid: key.uid,
-        start: piece_start,
-        end,
-        bytes: text,
-        partial: false,
-    });
-    budget.take(text.len());
-    out.items += 1;
 }
 
 /// The longest prefix of `bytes` whose JSON-encoded text (after lossy UTF-8

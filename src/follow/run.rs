@@ -34,7 +34,7 @@ use tokio::io::AsyncReadExt;
 
 /// Events sent and not yet acknowledged, at most. Kept at or below the publisher's
 /// queue so that sending never blocks while the hub is away.
-pub const MAX_INFLIGHT: usize = 256;
+pub const MAX_INFLIGHT: usize = 240;
 /// New lines are read once the window is at most this full.
 const LOW_WATER: usize = MAX_INFLIGHT / 2;
 /// Bytes read per step, at most.
@@ -45,6 +45,8 @@ pub const SAVE_EVERY: Duration = Duration::from_millis(200);
 const PROGRESS_MIN: u64 = 32 << 20;
 /// How long an interrupted hub-tail waits for the hub to acknowledge what it sent.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Nothing acknowledged for this long while events are in flight: say the hub is away.
+const STALL: Duration = Duration::from_secs(3);
 /// Directory entries a glob looks at per scan, at most.
 const MAX_GLOB_ENTRIES: usize = 100_000;
 
@@ -315,6 +317,7 @@ fn line_data(json: bool, file: &str, bytes: &[u8], partial: bool) -> Value {
 enum Wake {
     Ack(Result<u64, ClientError>),
     Watch,
+    Stall,
     Stop,
 }
 
@@ -368,6 +371,7 @@ pub async fn run(
         }
         let mut f = Follower::new(path.clone(), cfg.topic_for(&path), start, cfg.max_line);
         f.verbose = cfg.verbose;
+        f.quiet = cfg.quiet;
         if cfg.verbose && start == Start::FromStart && !followers.is_empty() {
             eprintln!("hub-tail: following new file {}", path.display());
         }
@@ -398,6 +402,9 @@ pub async fn run(
     let mut progress = Progress::new(!cfg.quiet);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut batch: Vec<(usize, u64, u64, NewEvent)> = Vec::new();
+    // When the window last moved (an ack, or a send into an empty window).
+    let mut last_progress = tokio::time::Instant::now();
+    let mut stalled = false;
     loop {
         // 1. Read and send, when there is room.
         if stopping.is_none() && dirty && inflight.len() <= LOW_WATER {
@@ -409,7 +416,11 @@ pub async fn run(
             };
             let mut identity = false;
             for (i, f) in followers.iter_mut().enumerate() {
-                let saved = state.get(&f.path).cloned();
+                let saved = if f.needs_saved() {
+                    state.get(&f.path).cloned()
+                } else {
+                    None
+                };
                 let file = &files[i];
                 let topic = f.topic.clone();
                 let mut emit = |item: Item<'_>| {
@@ -433,6 +444,9 @@ pub async fn run(
                 unsaved = false;
             }
             progress.update(followers.iter().map(Follower::backlog).sum());
+            if inflight.is_empty() && !batch.is_empty() {
+                last_progress = tokio::time::Instant::now();
+            }
             for (i, uid, end, ev) in batch.drain(..) {
                 let ticket = match publisher.send(ev).await {
                     Ok(t) => t,
@@ -475,11 +489,22 @@ pub async fn run(
         let wake = tokio::select! {
             r = front_ticket(&mut inflight) => Wake::Ack(r),
             _ = watch.wait(), if stopping.is_none() => Wake::Watch,
+            _ = tokio::time::sleep_until(last_progress + STALL), if !inflight.is_empty() && !stalled => Wake::Stall,
             _ = &mut shutdown, if stopping.is_none() => Wake::Stop,
             _ = tokio::time::sleep(DRAIN_LIMIT), if stopping.is_some() => Wake::Stop,
         };
         match wake {
             Wake::Ack(first) => {
+                last_progress = tokio::time::Instant::now();
+                if stalled {
+                    stalled = false;
+                    if !cfg.quiet {
+                        eprintln!(
+                            "hub-tail: the hub at {} is back; reading again",
+                            publisher.url()
+                        );
+                    }
+                }
                 let mut r = Some(first);
                 while let Some(result) = r.take() {
                     let flight = inflight.pop_front().expect("an ack has a flight");
@@ -508,6 +533,16 @@ pub async fn run(
                 found.sort();
                 for p in found.drain(..) {
                     add(p, Start::FromStart, &mut watch, &mut followers, &mut files);
+                }
+            }
+            Wake::Stall => {
+                stalled = true;
+                if !cfg.quiet {
+                    eprintln!(
+                        "hub-tail: the hub at {} has acknowledged nothing for {}s; reading is paused until it is back (the files are the buffer)",
+                        publisher.url(),
+                        STALL.as_secs()
+                    );
                 }
             }
             Wake::Stop => {
@@ -646,11 +681,38 @@ async fn run_stdin(
     let mut lines = Lines::new(0);
     let mut inflight: VecDeque<Ticket> = VecDeque::new();
     let mut eof = false;
+    let mut flushed = false;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut batch: Vec<NewEvent> = Vec::new();
     let mut chunk = vec![0u8; super::READ_CHUNK];
+    let key = Key {
+        prefix: &key_prefix,
+        uid: 0,
+    };
     loop {
-        if eof && inflight.is_empty() {
+        // Lines out, within the window.
+        if inflight.len() <= LOW_WATER {
+            let mut budget = Budget {
+                items: MAX_INFLIGHT - inflight.len(),
+                bytes: usize::MAX,
+            };
+            let mut out = Stepped::default();
+            let mut emit = |item: Item<'_>| batch.push(events.item_for(&topic, "-", &item));
+            if lines.unscanned() {
+                lines.scan(key, cfg.max_line, &mut budget, &mut emit, &mut out);
+            }
+            if eof && !flushed && !lines.unscanned() && budget.items > 0 {
+                lines.flush(key, &mut budget, &mut emit, &mut out);
+                flushed = true;
+            }
+            for ev in batch.drain(..) {
+                match publisher.send(ev).await {
+                    Ok(t) => inflight.push_back(t),
+                    Err(e) => return Err(fatal(&e, publisher)),
+                }
+            }
+        }
+        if flushed && inflight.is_empty() {
             return Ok(());
         }
         enum W {
@@ -658,57 +720,37 @@ async fn run_stdin(
             Read(std::io::Result<usize>),
             Stop,
         }
+        let can_read = !eof && !lines.unscanned() && inflight.len() <= LOW_WATER;
         let w = tokio::select! {
             r = front(&mut inflight) => W::Ack(r),
-            r = stdin.read(&mut chunk), if !eof && inflight.len() <= LOW_WATER => W::Read(r),
+            r = stdin.read(&mut chunk), if can_read => W::Read(r),
             _ = &mut shutdown => W::Stop,
         };
-        let mut budget = Budget {
-            items: usize::MAX,
-            bytes: usize::MAX,
-        };
-        let mut out = Stepped::default();
-        let key = Key {
-            prefix: &key_prefix,
-            uid: 0,
-        };
-        let mut emit = |item: Item<'_>| batch.push(events.item_for(&topic, "-", &item));
         match w {
             W::Ack(r) => {
                 inflight.pop_front();
-                if let Err(e) = r {
-                    if publisher.has_failed() || matches!(e, ClientError::Closed) {
-                        return Err(fatal(&e, publisher));
-                    }
-                    eprintln!("hub-tail: the hub refused a line of stdin: {e}; skipping it");
-                }
-                while let Some(r) = inflight.front_mut().and_then(Ticket::try_take) {
-                    inflight.pop_front();
-                    if let Err(e) = r {
-                        if publisher.has_failed() {
+                let mut r = Some(r);
+                while let Some(result) = r.take() {
+                    if let Err(e) = result {
+                        if publisher.has_failed() || matches!(e, ClientError::Closed) {
                             return Err(fatal(&e, publisher));
                         }
                         eprintln!("hub-tail: the hub refused a line of stdin: {e}; skipping it");
                     }
+                    r = inflight.front_mut().and_then(Ticket::try_take);
+                    if r.is_some() {
+                        inflight.pop_front();
+                    }
                 }
-                continue;
             }
-            W::Read(Ok(0)) => {
-                eof = true;
-                lines.flush(key, &mut budget, &mut emit, &mut out);
-            }
-            W::Read(Ok(n)) => {
-                let old = lines.buf.len();
-                lines.buf.extend_from_slice(&chunk[..n]);
-                lines.scan(old, key, cfg.max_line, &mut budget, &mut emit, &mut out);
-            }
+            W::Read(Ok(0)) => eof = true,
+            W::Read(Ok(n)) => lines.buf.extend_from_slice(&chunk[..n]),
             W::Read(Err(e)) => {
                 eprintln!("hub-tail: reading stdin: {e}");
                 eof = true;
-                lines.flush(key, &mut budget, &mut emit, &mut out);
             }
             W::Stop => {
-                // Flush nothing more: wait briefly for what is in flight.
+                // Wait briefly for what is in flight; the rest of stdin is not read.
                 let wait = async {
                     while let Some(t) = inflight.pop_front() {
                         let _ = t.await;
@@ -716,12 +758,6 @@ async fn run_stdin(
                 };
                 let _ = tokio::time::timeout(DRAIN_LIMIT, wait).await;
                 return Ok(());
-            }
-        }
-        for ev in batch.drain(..) {
-            match publisher.send(ev).await {
-                Ok(t) => inflight.push_back(t),
-                Err(e) => return Err(fatal(&e, publisher)),
             }
         }
     }
