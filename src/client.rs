@@ -57,7 +57,7 @@ pub enum ClientError {
     #[error(transparent)]
     InvalidEvent(#[from] EventError),
     /// No connection could be made before the timeout.
-    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", humantime::format_duration(*waited))]
+    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", seconds(*waited))]
     Unreachable {
         url: String,
         cause: String,
@@ -305,6 +305,11 @@ async fn connect_with_retry(
             }
         }
     }
+}
+
+/// `1.1s`, for messages.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
 }
 
 /// Rounds to 0.1 s for messages.
@@ -613,7 +618,7 @@ async fn run_publisher(
             |cause, delay| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {cause}; retrying in {}",
-                    humantime::format_duration(round_duration(delay))
+                    seconds(delay)
                 )
             },
         )
@@ -870,7 +875,7 @@ impl Subscriber {
             |c, d| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {c}; retrying in {}",
-                    humantime::format_duration(round_duration(d))
+                    seconds(d)
                 )
             },
         )
@@ -899,6 +904,12 @@ impl Subscriber {
     /// The normalized URL (for messages).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How long a later outage may last before [`next`](Subscriber::next) gives up
+    /// with [`ClientError::Unreachable`]; `None`: reconnect for ever.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// The id of the last event handed out.
@@ -1170,6 +1181,14 @@ mod tests {
         assert!(delays[9] >= Duration::from_secs(24));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(600));
+    }
+
+    #[test]
+    fn handles_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Publisher>();
+        shared::<Subscriber>();
+        shared::<ClientError>();
     }
 
     #[test]

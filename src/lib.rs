@@ -11,6 +11,7 @@
 //! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`, `hub-tail`).
 //! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
 //!   wake-ups.
+//! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 
 pub mod broker;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod event;
 pub mod exit;
 pub mod follow;
 pub mod matching;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

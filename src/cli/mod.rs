@@ -1,10 +1,13 @@
-//! Command-line pieces shared by the client commands: the hub connection flags
-//! (`--url`, `--token`, `--token-file`), verbosity (`-v`, `-q`), duration parsing,
-//! and logging setup. Each command's own flags live in its module.
+//! Command-line definitions of the four commands (clap derive), each converted into
+//! the library's configuration. The man pages and completions are generated from here.
+//!
+//! Shared by the client commands: the hub connection flags (`--url`, `--token`,
+//! `--token-file`), verbosity (`-v`, `-q`), duration parsing and logging setup.
+//! Each command's own flags live in its module.
 
-// pub mod emit;
-// pub mod sub;
+pub mod emit;
 pub mod serve;
+pub mod sub;
 pub mod tail;
 
 use crate::client::ConnectOptions;
