@@ -565,3 +565,34 @@ fn bad_input_is_reported() {
     assert!(tail.stderr().contains("looks binary"), "{}", tail.stderr());
     assert!(lines(&hub, "log:core").is_empty());
 }
+
+#[test]
+fn a_glob_matching_rotated_names_reads_each_line_once() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let pattern = format!("{}/app.log*", dir.path().display());
+    let tail = Tail::start(&hub, dir.path(), &[&pattern, "--from-start"]);
+    let mut expected = numbered("a", 0..5);
+    write_lines(&log, &expected);
+    expect_lines(&hub, "log:app", &expected, &tail);
+    for round in ["b", "c"] {
+        // logrotate: app.log.1 -> app.log.2, app.log -> app.log.1, new app.log
+        let one = dir.path().join("app.log.1");
+        if one.exists() {
+            std::fs::rename(&one, dir.path().join("app.log.2")).unwrap();
+        }
+        std::fs::rename(&log, &one).unwrap();
+        let next = numbered(round, 0..5);
+        write_lines(&log, &next);
+        expected.extend(next);
+        expect_lines(&hub, "log:app", &expected, &tail);
+    }
+    assert_eq!(
+        lines(&hub, "log:app.log"),
+        Vec::<String>::new(),
+        "{}",
+        tail.stderr()
+    );
+}

@@ -283,6 +283,14 @@ impl Follower {
         }
     }
 
+    /// The identity of the file being read and its fingerprint (length, CRC-32 of
+    /// its first bytes), if any.
+    pub fn current(&self) -> Option<(FileId, usize, u32)> {
+        self.cur
+            .as_ref()
+            .map(|c| (c.id, c.head.len(), crc32fast::hash(&c.head)))
+    }
+
     /// Whether the next step wants this path's saved state (only before the first
     /// file is opened).
     pub fn needs_saved(&self) -> bool {
@@ -312,11 +320,26 @@ impl Follower {
         budget: &mut Budget,
         emit: &mut dyn FnMut(Item<'_>),
     ) -> Stepped {
+        self.step_with(saved, inflight, budget, &|_, _| false, emit)
+    }
+
+    /// [`step`](Follower::step), where `elsewhere(id, first_bytes)` says that another
+    /// follower reads (or read) that file: a file that appears at this path with such
+    /// an identity and first bytes is a renamed copy (app.log → app.log.1 under a glob
+    /// matching both) and is skipped instead of read a second time.
+    pub fn step_with(
+        &mut self,
+        saved: Option<&FileState>,
+        inflight: usize,
+        budget: &mut Budget,
+        elsewhere: &dyn Fn(FileId, &[u8]) -> bool,
+        emit: &mut dyn FnMut(Item<'_>),
+    ) -> Stepped {
         let mut out = Stepped::default();
         // At most: finish an incarnation, open the next, read it.
         for _ in 0..4 {
             if self.cur.is_none() {
-                if !self.open(saved) {
+                if !self.open(saved, elsewhere) {
                     return out;
                 }
                 out.identity = true;
@@ -436,7 +459,11 @@ impl Follower {
 
     /// Opens the file the path names now. `false`: nothing to read (missing,
     /// unreadable, binary, not a file); the reason is reported.
-    fn open(&mut self, saved: Option<&FileState>) -> bool {
+    fn open(
+        &mut self,
+        saved: Option<&FileState>,
+        elsewhere: &dyn Fn(FileId, &[u8]) -> bool,
+    ) -> bool {
         if self.initial
             && let Some(s) = saved
         {
@@ -528,6 +555,14 @@ impl Follower {
             }
         };
         let id = FileId::of(&meta);
+        if elsewhere(id, &head) {
+            self.skip = Some(skip_key(&meta));
+            self.note(&format!(
+                "{}: a renamed file that is already followed under its first name; skipping it",
+                self.path.display()
+            ));
+            return false;
+        }
         if binary {
             self.skip = Some(skip_key(&meta));
             self.report(format!(
@@ -886,6 +921,16 @@ fn open_saved(file: File, s: &FileState) -> Result<Incarnation, String> {
     }
     let uid = u64::from_str_radix(&s.uid, 16).map_err(|_| "bad uid in the state file")?;
     Ok(Incarnation::new(file, id, uid, s.offset, head, meta.len()))
+}
+
+/// The first bytes of the file at `path` (at most [`FP_MAX`]).
+pub fn head_of(path: &Path) -> io::Result<Vec<u8>> {
+    read_head(&File::open(path)?, FP_MAX)
+}
+
+/// Whether `path` is the file `s` was saved for (same identity and first bytes).
+pub fn same_file(path: &Path, s: &FileState) -> bool {
+    File::open(path).is_ok_and(|f| open_saved(f, s).is_ok())
 }
 
 /// Looks next to `path` for the saved incarnation under another name (rotated while

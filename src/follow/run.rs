@@ -21,12 +21,12 @@
 
 use super::state::{StateFile, default_path};
 use super::watch::{Watch, WatchMode};
-use super::{Budget, DEFAULT_MAX_LINE, Follower, Item, Key, Lines, Start, Stepped};
+use super::{Budget, DEFAULT_MAX_LINE, FileId, Follower, Item, Key, Lines, Start, Stepped};
 use crate::client::{ClientError, Publisher, Ticket};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use serde_json::{Map, Value};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -358,11 +358,16 @@ pub async fn run(
         tmp.push(".tmp");
         [state_path.clone(), PathBuf::from(tmp)].into()
     };
-    let mut add = |path: PathBuf,
-                   start: Start,
-                   watch: &mut Watch,
-                   followers: &mut Vec<Follower>,
-                   files: &mut Vec<String>| {
+    // Identities of every file followed in this run: a glob match that is one of
+    // them under a new name (app.log.1 after a rotation) was already read.
+    // (The follower that first read each.)
+    let mut seen: HashMap<FileId, Seen> = HashMap::new();
+    let add = |path: PathBuf,
+               start: Start,
+               watch: &mut Watch,
+               followers: &mut Vec<Follower>,
+               files: &mut Vec<String>,
+               known: &mut HashSet<PathBuf>| {
         if excluded.contains(&path) || !known.insert(path.clone()) {
             return;
         }
@@ -380,7 +385,14 @@ pub async fn run(
     };
     for input in &cfg.inputs {
         if let Input::Path(p) = input {
-            add(p.clone(), cfg.start, &mut watch, &mut followers, &mut files);
+            add(
+                p.clone(),
+                cfg.start,
+                &mut watch,
+                &mut followers,
+                &mut files,
+                &mut known,
+            );
         }
     }
     let mut found = Vec::new();
@@ -389,7 +401,18 @@ pub async fn run(
     }
     found.sort();
     for p in found.drain(..) {
-        add(p, cfg.start, &mut watch, &mut followers, &mut files);
+        if is_rotated_copy(&p, &state, &seen) {
+            known.insert(p);
+            continue;
+        }
+        add(
+            p,
+            cfg.start,
+            &mut watch,
+            &mut followers,
+            &mut files,
+            &mut known,
+        );
     }
 
     let events = Events { cfg: &cfg };
@@ -429,7 +452,17 @@ pub async fn run(
                     };
                     batch.push((i, uid, end, events.item_for(&topic, file, &item)));
                 };
-                let st: Stepped = f.step(saved.as_ref(), per_follower[i], &mut budget, &mut emit);
+                let elsewhere = |id: FileId, head: &[u8]| {
+                    seen.get(&id)
+                        .is_some_and(|s| s.follower != i && s.matches(head))
+                };
+                let st: Stepped = f.step_with(
+                    saved.as_ref(),
+                    per_follower[i],
+                    &mut budget,
+                    &elsewhere,
+                    &mut emit,
+                );
                 if st.identity {
                     identity = true;
                     if let Some(fs) = f.file_state() {
@@ -437,6 +470,18 @@ pub async fn run(
                     }
                 }
                 dirty |= st.more;
+            }
+            for (i, f) in followers.iter().enumerate() {
+                if let Some((id, fp_len, fp)) = f.current() {
+                    let e = seen.entry(id).or_insert(Seen {
+                        follower: i,
+                        fp_len,
+                        fp,
+                    });
+                    if e.follower == i {
+                        (e.fp_len, e.fp) = (fp_len, fp);
+                    }
+                }
             }
             if identity {
                 save(&mut state)?;
@@ -532,7 +577,27 @@ pub async fn run(
                 }
                 found.sort();
                 for p in found.drain(..) {
-                    add(p, Start::FromStart, &mut watch, &mut followers, &mut files);
+                    if known.contains(&p) {
+                        continue;
+                    }
+                    if is_rotated_copy(&p, &state, &seen) {
+                        if cfg.verbose {
+                            eprintln!(
+                                "hub-tail: not following {}: it is a file already followed, renamed",
+                                p.display()
+                            );
+                        }
+                        known.insert(p);
+                        continue;
+                    }
+                    add(
+                        p,
+                        Start::FromStart,
+                        &mut watch,
+                        &mut followers,
+                        &mut files,
+                        &mut known,
+                    );
                 }
             }
             Wake::Stall => {
@@ -595,6 +660,42 @@ impl Events<'_> {
             ts: None,
         }
     }
+}
+
+/// A file some follower of this run has read: which one, and its fingerprint.
+struct Seen {
+    follower: usize,
+    fp_len: usize,
+    fp: u32,
+}
+
+impl Seen {
+    /// Whether `head` (a file's first bytes) starts like the file seen. An empty
+    /// fingerprint matches nothing: a reused inode must not hide a new file.
+    fn matches(&self, head: &[u8]) -> bool {
+        self.fp_len > 0
+            && head.len() >= self.fp_len
+            && crc32fast::hash(&head[..self.fp_len]) == self.fp
+    }
+}
+
+/// Whether `path` (a glob match) is a file this run already follows or followed
+/// under another name, or the file another path's saved position belongs to: a
+/// rotated copy, whose lines were (or will be) read through its first name.
+fn is_rotated_copy(path: &Path, state: &StateFile, seen: &HashMap<FileId, Seen>) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let id = FileId::of(&meta);
+    if let Some(s) = seen.get(&id) {
+        return super::head_of(path).is_ok_and(|h| s.matches(&h));
+    }
+    if state.get(path).is_some() {
+        return false;
+    }
+    state.state.files.iter().any(|(other, s)| {
+        other != path && s.dev == id.dev && s.ino == id.ino && super::same_file(path, s)
+    })
 }
 
 /// The oldest flight's outcome (pending forever when nothing is in flight).
