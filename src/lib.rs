@@ -8,7 +8,9 @@
 //! - [`client`]: the reconnecting WebSocket client (Publisher, Subscriber) of the
 //!   client commands.
 //! - [`exit`]: the SPEC §4 exit-code table and the mapping from errors to it.
-//! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`).
+//! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`, `hub-tail`).
+//! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
+//!   wake-ups.
 //! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 
 pub mod broker;
@@ -16,6 +18,7 @@ pub mod cli;
 pub mod client;
 pub mod event;
 pub mod exit;
+pub mod follow;
 pub mod matching;
 pub mod output;
 pub mod protocol;

@@ -8,6 +8,7 @@
 pub mod emit;
 pub mod serve;
 pub mod sub;
+pub mod tail;
 
 use crate::client::ConnectOptions;
 use crate::exit::Exit;
