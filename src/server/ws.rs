@@ -250,13 +250,16 @@ async fn connection(
     }
 }
 
+/// A `publish` frame waiting for its batch: its `req` and its event.
+type Pipelined = (Option<Value>, NewEvent);
+
 struct Conn {
     app: AppState,
     out: mpsc::Sender<Message>,
     subs: HashMap<String, JoinHandle<()>>,
     /// Started with the first `publish` frame: most connections only subscribe, and
     /// an idle connection should cost little memory.
-    publish: Option<(mpsc::Sender<Box<(Option<Value>, NewEvent)>>, JoinHandle<()>)>,
+    publish: Option<(mpsc::Sender<Box<Pipelined>>, JoinHandle<()>)>,
 }
 
 impl Conn {
@@ -423,7 +426,7 @@ async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Message>
 /// Turns queued `publish` frames into batched appends and answers in order.
 async fn publisher(
     app: AppState,
-    mut rx: mpsc::Receiver<Box<(Option<Value>, NewEvent)>>,
+    mut rx: mpsc::Receiver<Box<Pipelined>>,
     out: mpsc::Sender<Message>,
 ) {
     let mut queued = Vec::with_capacity(1024);
