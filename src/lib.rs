@@ -6,9 +6,14 @@
 //! - [`matching`]: topic globs, types and `FIELD=VALUE` filters (SPEC §2).
 //! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
 
+pub mod broker;
+pub mod cli;
 pub mod event;
 pub mod matching;
 pub mod protocol;
+pub mod server;
+pub mod shutdown;
+pub mod store;
 
 /// Where the hub listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7357";

@@ -193,6 +193,14 @@ impl Matcher {
         }
     }
 
+    /// True when this matcher takes every event.
+    pub fn is_all(&self) -> bool {
+        self.topics.is_none()
+            && self.exact.is_none()
+            && self.types.is_empty()
+            && self.filters.is_empty()
+    }
+
     /// True when the event's topic matches (ignoring types and filters).
     pub fn matches_topic(&self, topic: &str) -> bool {
         if let Some(e) = &self.exact {

@@ -1,0 +1,17 @@
+//! `hub-serve`: the broker. Parses the command line and hands it to the library.
+
+use clap::Parser;
+use hub::cli::serve::{ServeArgs, execute};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = ServeArgs::parse();
+    match execute(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub-serve: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

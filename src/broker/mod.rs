@@ -1,0 +1,605 @@
+//! The broker: publish → log → fan-out, subscriptions, the `/tasks` board, durable
+//! cursors and the counters of `/status`.
+//!
+//! One writer thread owns appending. It takes every publish request queued while
+//! it was busy, writes them as one batch (one fsync with `--fsync always`: group
+//! commit), then fans the new events out and answers the publishers. Fan-out
+//! `try_send`s each event, shared behind an `Arc` with its one JSON encoding, into
+//! each live subscriber's bounded outbox; a full outbox turns that subscriber to
+//! catch-up from the log (see [`subscription`]) instead of slowing anyone.
+//!
+//! A housekeeping thread fsyncs (`--fsync batch`, every 100 ms), applies
+//! `--retain-age` and saves durable cursors.
+
+pub mod cursors;
+pub mod subscription;
+pub mod tasks;
+
+use crate::event::{EventError, NewEvent, now_millis};
+use crate::matching::{MatchError, Matcher};
+use crate::store::{Appended, Log, Recovery};
+use cursors::Cursors;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subscription::Subscription;
+use tasks::{TaskBoard, TaskState};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most events the writer takes into one batch.
+const MAX_BATCH: usize = 8192;
+
+/// Settings of the broker that are not the log's.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub max_event_bytes: usize,
+    /// Capacity of each subscription's outbox, in events.
+    pub outbox: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_event_bytes: 64 * 1024,
+            outbox: 1024,
+        }
+    }
+}
+
+/// Counters shown by `/status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub lagged_total: AtomicU64,
+    pub gaps_total: AtomicU64,
+    pub dedup_total: AtomicU64,
+    pub published_total: AtomicU64,
+}
+
+/// Why a publish or subscribe failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error("writing the log failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Match(#[from] MatchError),
+    #[error("give either since or last, not both")]
+    SinceAndLast,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeSpec {
+    pub topics: Vec<String>,
+    pub types: Vec<String>,
+    pub filters: Vec<String>,
+    pub since: Option<u64>,
+    pub last: Option<u64>,
+    pub durable: Option<String>,
+}
+
+pub(crate) struct Entry {
+    matcher: Arc<Matcher>,
+    tx: mpsc::Sender<Arc<crate::event::StoredEvent>>,
+    live: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_key: u64,
+    /// The newest id handed to the fan-out.
+    fanned: u64,
+    entries: HashMap<u64, Entry>,
+}
+
+struct PublishReq {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Appended>, String>>,
+}
+
+struct Shared {
+    log: Arc<Log>,
+    cfg: BrokerConfig,
+    writer: Mutex<Option<mpsc::Sender<PublishReq>>>,
+    registry: Mutex<Registry>,
+    tasks: Mutex<TaskBoard>,
+    cursors: Cursors,
+    stats: Stats,
+    committed: watch::Sender<u64>,
+    started: Instant,
+    stop: AtomicBool,
+}
+
+/// A cheap, clonable handle to the broker.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Starts the writer and housekeeping threads over an opened log.
+    pub fn start(log: Log, recovery: Recovery, cfg: BrokerConfig) -> std::io::Result<Broker> {
+        let mut board = TaskBoard::default();
+        for ev in &recovery.task_events {
+            board.apply(&ev.event);
+        }
+        let cursors = Cursors::open(log.config().dir.as_deref())?;
+        let log = Arc::new(log);
+        let committed = log.committed();
+        let (tx, rx) = mpsc::channel::<PublishReq>(4096);
+        let shared = Arc::new(Shared {
+            log,
+            cfg,
+            writer: Mutex::new(Some(tx)),
+            registry: Mutex::new(Registry {
+                fanned: committed,
+                ..Default::default()
+            }),
+            tasks: Mutex::new(board),
+            cursors,
+            stats: Stats::default(),
+            committed: watch::channel(committed).0,
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+        });
+        let broker = Broker { shared };
+        let b = broker.clone();
+        std::thread::Builder::new()
+            .name("hub-writer".into())
+            .spawn(move || b.writer_loop(rx))?;
+        let b = broker.clone();
+        std::thread::Builder::new()
+            .name("hub-housekeeping".into())
+            .spawn(move || b.housekeeping_loop())?;
+        Ok(broker)
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.shared.log
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.shared.cfg
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Publishes events; one outcome per event, in order. Each outcome is the
+    /// event's id (the original id for a known key) or why it was refused.
+    ///
+    /// # Errors
+    /// The hub is shutting down or the log could not be written: nothing was
+    /// acknowledged.
+    pub async fn publish(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
+        let tx = self
+            .shared
+            .writer
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(BrokerError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(PublishReq { events, reply })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        let outcomes = rx
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
+        Ok(outcomes
+            .into_iter()
+            .map(|a| match a {
+                Appended::New(s) => Ok(s.id()),
+                Appended::Duplicate(id) => Ok(id),
+                Appended::Refused(e) => Err(e),
+            })
+            .collect())
+    }
+
+    fn writer_loop(self, mut rx: mpsc::Receiver<PublishReq>) {
+        let log = self.shared.log.clone();
+        while let Some(first) = rx.blocking_recv() {
+            let mut reqs = vec![first];
+            let mut n = reqs[0].events.len();
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.events.len();
+                        reqs.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut all = Vec::with_capacity(n);
+            let mut counts = Vec::with_capacity(reqs.len());
+            for r in &mut reqs {
+                counts.push(r.events.len());
+                all.append(&mut r.events);
+            }
+            let result = log.append(all, now_millis(), self.shared.cfg.max_event_bytes);
+            match result {
+                Ok(outcomes) => {
+                    self.fan_out(&outcomes);
+                    let mut it = outcomes.into_iter();
+                    for (r, c) in reqs.into_iter().zip(counts) {
+                        let _ = r.reply.send(Ok(it.by_ref().take(c).collect()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("writing the log failed: {e}");
+                    for r in reqs {
+                        let _ = r.reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fan_out(&self, outcomes: &[Appended]) {
+        let mut last = 0;
+        let mut dups = 0;
+        {
+            let mut tasks = None;
+            for a in outcomes {
+                match a {
+                    Appended::New(s) => {
+                        last = s.id();
+                        if TaskBoard::is_task_type(&s.event.kind) {
+                            tasks
+                                .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
+                                .apply(&s.event);
+                        }
+                    }
+                    Appended::Duplicate(_) => dups += 1,
+                    Appended::Refused(_) => {}
+                }
+            }
+        }
+        let st = &self.shared.stats;
+        st.dedup_total.fetch_add(dups, Ordering::Relaxed);
+        if last == 0 {
+            return;
+        }
+        let mut reg = self.shared.registry.lock().unwrap();
+        reg.fanned = last;
+        let mut published = 0;
+        for a in outcomes {
+            let Appended::New(ev) = a else { continue };
+            published += 1;
+            for e in reg.entries.values() {
+                if !e.live.load(Ordering::Relaxed) || !e.matcher.matches(&ev.event) {
+                    continue;
+                }
+                if e.tx.try_send(ev.clone()).is_err() {
+                    // Full: this subscriber reads on from the log by itself.
+                    e.live.store(false, Ordering::Release);
+                }
+            }
+        }
+        drop(reg);
+        st.published_total.fetch_add(published, Ordering::Relaxed);
+        self.shared.committed.send_replace(last);
+    }
+
+    fn housekeeping_loop(self) {
+        let mut last_retention = Instant::now();
+        while !self.shared.stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(100));
+            if let Err(e) = self.shared.log.sync_if_dirty() {
+                tracing::error!("fsync failed: {e}");
+            }
+            if let Err(e) = self.shared.cursors.save_if_dirty() {
+                tracing::warn!("saving durable cursors failed: {e}");
+            }
+            if last_retention.elapsed() >= Duration::from_secs(1) {
+                last_retention = Instant::now();
+                self.shared.log.enforce_retention(now_millis());
+            }
+        }
+    }
+
+    /// Stops taking publishes, then flushes the log and the cursors to disk.
+    pub fn shutdown(&self) {
+        self.shared.writer.lock().unwrap().take();
+        self.shared.stop.store(true, Ordering::Release);
+        if let Err(e) = self.shared.log.sync_if_dirty() {
+            tracing::error!("final fsync failed: {e}");
+        }
+        if let Err(e) = self.shared.cursors.save_if_dirty() {
+            tracing::warn!("saving durable cursors failed: {e}");
+        }
+    }
+
+    /// Registers a subscription positioned as `spec` asks.
+    ///
+    /// # Errors
+    /// A pattern or filter is invalid, or both `since` and `last` were given.
+    pub fn subscribe(&self, spec: &SubscribeSpec) -> Result<Subscription, BrokerError> {
+        if spec.since.is_some() && spec.last.is_some() {
+            return Err(BrokerError::SinceAndLast);
+        }
+        let matcher = Arc::new(Matcher::new(&spec.topics, &spec.types, &spec.filters)?);
+        let committed = self.shared.log.committed();
+        let stored = spec
+            .durable
+            .as_deref()
+            .and_then(|d| self.shared.cursors.get(d));
+        let cursor = match (stored, spec.since, spec.last) {
+            (Some(c), _, _) => c,
+            (None, Some(s), _) => s,
+            (None, None, Some(n)) => self.position_for_last(&matcher, n, committed)?,
+            (None, None, None) => committed,
+        };
+        if let Some(d) = &spec.durable
+            && stored.is_none()
+        {
+            self.shared.cursors.set(d, cursor);
+        }
+        let (entry, rx, live) = subscription::entry(matcher.clone(), self.shared.cfg.outbox);
+        let key = {
+            let mut reg = self.shared.registry.lock().unwrap();
+            reg.next_key += 1;
+            let key = reg.next_key;
+            reg.entries.insert(key, entry);
+            key
+        };
+        self.shared
+            .stats
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Subscription::new(
+            key,
+            self.clone(),
+            matcher,
+            rx,
+            live,
+            cursor,
+            committed,
+        ))
+    }
+
+    /// The position after which the last `n` matching events lie.
+    fn position_for_last(&self, m: &Matcher, n: u64, committed: u64) -> std::io::Result<u64> {
+        let log = &self.shared.log;
+        let first = log.stats().first_id;
+        if n == 0 || committed < first {
+            return Ok(committed);
+        }
+        if *m == Matcher::all() {
+            return Ok(committed.saturating_sub(n).max(first - 1));
+        }
+        // Walk back in growing windows, counting matches.
+        let mut hi = committed;
+        let mut window = 1024u64;
+        let mut need = n;
+        while hi >= first {
+            let lo = hi.saturating_sub(window).max(first - 1);
+            let mut ids = Vec::new();
+            let mut after = lo;
+            while after < hi {
+                let b = log.read_after(after, 4096)?;
+                if b.events.is_empty() {
+                    break;
+                }
+                for e in &b.events {
+                    if e.id() <= hi && m.matches(&e.event) {
+                        ids.push(e.id());
+                    }
+                }
+                after = b.next_after;
+            }
+            if ids.len() as u64 >= need {
+                return Ok(ids[ids.len() - need as usize] - 1);
+            }
+            need -= ids.len() as u64;
+            if lo < first {
+                break;
+            }
+            hi = lo;
+            window = window.saturating_mul(2);
+        }
+        Ok(first - 1)
+    }
+
+    /// Lets a caught-up subscription take live events again, unless something was
+    /// fanned out past `cursor` in the meantime.
+    fn try_go_live(&self, key: u64, cursor: u64, live: &AtomicBool) -> bool {
+        let reg = self.shared.registry.lock().unwrap();
+        if reg.fanned <= cursor && reg.entries.contains_key(&key) {
+            live.store(true, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn unregister(&self, key: u64) {
+        if self
+            .shared
+            .registry
+            .lock()
+            .unwrap()
+            .entries
+            .remove(&key)
+            .is_some()
+        {
+            self.shared
+                .stats
+                .subscriptions
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves a durable cursor (`hub-sub --durable`).
+    pub fn set_cursor(&self, name: &str, id: u64) {
+        self.shared.cursors.set(name, id);
+    }
+
+    /// The `/tasks` view.
+    pub fn tasks(&self) -> Vec<TaskState> {
+        self.shared.tasks.lock().unwrap().list()
+    }
+
+    /// Waits until the newest id is above `after` or `limit` passes.
+    pub async fn wait_for_new(&self, after: u64, limit: Duration) {
+        let mut rx = self.shared.committed.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|&c| c > after)).await;
+    }
+}
+
+impl PartialEq for Matcher {
+    /// Two matchers are equal here only when both take everything.
+    fn eq(&self, other: &Self) -> bool {
+        self.is_all() && other.is_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subscription::Delivery;
+    use super::*;
+    use crate::store::{FsyncMode, LogConfig};
+    use serde_json::json;
+
+    fn broker(outbox: usize, retain_events: u64) -> Broker {
+        let (log, rec) = Log::open(LogConfig {
+            dir: None,
+            fsync: FsyncMode::Never,
+            retain_events,
+            retain_bytes: 1 << 30,
+            retain_age: None,
+            cache_events: 64,
+        })
+        .unwrap();
+        Broker::start(
+            log,
+            rec,
+            BrokerConfig {
+                max_event_bytes: 65536,
+                outbox,
+            },
+        )
+        .unwrap()
+    }
+
+    fn ev(topic: &str, n: u64) -> NewEvent {
+        let mut e = NewEvent::new(topic);
+        e.data = json!({ "n": n });
+        e
+    }
+
+    async fn next_event(s: &mut Subscription) -> u64 {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.next())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Delivery::Event(e) => return e.id(),
+                Delivery::Live { .. } => continue,
+                Delivery::Gap { from, to } => panic!("unexpected gap {from}..{to}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn since_replays_then_goes_live_without_gap_or_duplicate() {
+        let b = broker(8, 1_000_000);
+        for i in 0..100 {
+            b.publish(vec![ev("a", i)]).await.unwrap();
+        }
+        let mut s = b
+            .subscribe(&SubscribeSpec {
+                since: Some(50),
+                ..Default::default()
+            })
+            .unwrap();
+        let pubber = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for i in 0..2000 {
+                    b.publish(vec![ev("a", i)]).await.unwrap();
+                }
+            })
+        };
+        let mut expect = 51;
+        while expect <= 2100 {
+            assert_eq!(next_event(&mut s).await, expect);
+            expect += 1;
+        }
+        pubber.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_subscriber_catches_up_in_order() {
+        let b = broker(4, 1_000_000);
+        let mut s = b.subscribe(&SubscribeSpec::default()).unwrap();
+        assert!(matches!(
+            s.next().await.unwrap(),
+            Delivery::Live { last_id: 0 }
+        ));
+        // Nothing is read while 5000 events pass: the outbox of 4 overflows.
+        for i in 0..50 {
+            let batch = (0..100).map(|j| ev("a", i * 100 + j)).collect();
+            b.publish(batch).await.unwrap();
+        }
+        for want in 1..=5000 {
+            assert_eq!(next_event(&mut s).await, want);
+        }
+        assert!(b.stats().lagged_total.load(Ordering::Relaxed) >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn last_n_with_filter_and_gap_after_retention() {
+        let b = broker(1024, 16);
+        for i in 0..100 {
+            b.publish(vec![ev(if i % 2 == 0 { "even" } else { "odd" }, i)])
+                .await
+                .unwrap();
+        }
+        let spec = SubscribeSpec {
+            topics: vec!["odd".into()],
+            last: Some(3),
+            ..Default::default()
+        };
+        let mut s = b.subscribe(&spec).unwrap();
+        assert_eq!(next_event(&mut s).await, 96);
+        assert_eq!(next_event(&mut s).await, 98);
+        assert_eq!(next_event(&mut s).await, 100);
+        let mut s = b
+            .subscribe(&SubscribeSpec {
+                since: Some(0),
+                ..Default::default()
+            })
+            .unwrap();
+        match s.next().await.unwrap() {
+            Delivery::Gap { from: 1, to } => assert!(to > 50, "{to}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn duplicate_keys_answer_the_first_id() {
+        let b = broker(16, 1000);
+        let mut e = ev("a", 1);
+        e.key = Some("k".into());
+        let r = b.publish(vec![e.clone(), e.clone()]).await.unwrap();
+        assert_eq!(r, vec![Ok(1), Ok(1)]);
+        let r = b.publish(vec![e]).await.unwrap();
+        assert_eq!(r, vec![Ok(1)]);
+        assert_eq!(b.log().committed(), 1);
+    }
+}

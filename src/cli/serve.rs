@@ -1,0 +1,274 @@
+//! `hub-serve` command line: clap definitions and their conversion into the
+//! library's configurations.
+
+use crate::broker::BrokerConfig;
+use crate::server::ServerConfig;
+use crate::store::{FsyncMode, LogConfig, default_data_dir};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The broker of hub: WebSocket + HTTP on one port, a durable event log, fan-out.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hub-serve",
+    version,
+    about = "The hub broker: WebSocket + HTTP on one port, a durable event log, fan-out",
+    after_help = "\
+Examples:
+  hub-serve                                  # ws://127.0.0.1:7357, log in ~/.local/state/hub
+  hub-serve --listen 127.0.0.1:0 --memory    # a free port, nothing on disk
+  hub-serve --listen 0.0.0.0:7357 --token-file /etc/hub/token --fsync always
+
+Endpoints: GET /ws (WebSocket), POST /publish, GET /events, GET /tasks,
+GET /health, GET /status, GET /metrics.
+
+Slow subscribers: each subscription has a bounded outbox; when it is full the
+subscriber alone reads on from the log and rejoins live. It gets a `gap` frame
+only when retention has removed events it had not read yet.
+
+Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the hub cannot
+start or run (port in use, data dir locked or unreadable), 2 on bad usage."
+)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the first stderr line names it).
+    #[arg(long, env = "HUB_LISTEN", default_value = crate::DEFAULT_ADDR, value_name = "ADDR")]
+    pub listen: String,
+
+    /// Where the event log lives [default: $XDG_STATE_HOME/hub, else ~/.local/state/hub].
+    #[arg(
+        long,
+        env = "HUB_DATA_DIR",
+        value_name = "DIR",
+        conflicts_with = "memory"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep events in memory only; nothing is written to disk.
+    #[arg(long)]
+    pub memory: bool,
+
+    /// When written events are fsynced: always (before each ack, group commit),
+    /// batch (at least every 100 ms), never (left to the OS). All three survive a
+    /// crash of the process; after a power loss, batch may lose the last 100 ms and
+    /// never what the OS had not written back yet.
+    #[arg(long, value_enum, default_value = "batch", value_name = "MODE")]
+    pub fsync: FsyncMode,
+
+    /// Keep at least this many events (whole segments are trimmed).
+    #[arg(long, default_value = "1000000", value_name = "N")]
+    pub retain_events: u64,
+
+    /// Keep at least this much log (e.g. 512MiB, 1GiB).
+    #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub retain_bytes: u64,
+
+    /// Drop segments whose newest event is older than this (e.g. 7d, 12h).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub retain_age: Option<Duration>,
+
+    /// Require this token (Authorization: Bearer T or ?token=T) on every request
+    /// but /health. Prefer --token-file: a token on the command line shows in ps.
+    #[arg(
+        long,
+        env = "HUB_TOKEN",
+        hide_env_values = true,
+        value_name = "T",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// Read the token from this file (first line).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Let browser pages from this origin connect (e.g. https://dash.example:8443);
+    /// repeatable; `*` allows any.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
+    /// Accept this host name in the Host header besides localhost and IP addresses; repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+
+    /// Most WebSocket connections at once; more are closed with 4429.
+    #[arg(long, default_value = "10000", value_name = "N")]
+    pub max_connections: usize,
+
+    /// Most subscriptions per connection; more get an error frame.
+    #[arg(long, default_value = "50", value_name = "N")]
+    pub max_subscriptions: usize,
+
+    /// Largest encoded event (e.g. 64KiB, 1MiB).
+    #[arg(long, default_value = "64KiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_event_bytes: u64,
+
+    /// Close a WebSocket that sent nothing (pongs count) for this long, with 1001.
+    #[arg(long, default_value = "90s", value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// More log output (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr (the listening line is still printed).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 500ms, 30s, 10m, 2h, 7d"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e}; use e.g. 65536, 64KiB, 512MiB, 1GiB"))
+}
+
+impl ServeArgs {
+    /// The data dir, or `None` for `--memory`.
+    ///
+    /// # Errors
+    /// No `--data-dir` and neither `XDG_STATE_HOME` nor `HOME` is set.
+    pub fn data_dir(&self) -> anyhow::Result<Option<PathBuf>> {
+        if self.memory {
+            return Ok(None);
+        }
+        match &self.data_dir {
+            Some(d) => Ok(Some(d.clone())),
+            None => default_data_dir().map(Some).ok_or_else(|| {
+                anyhow::anyhow!("no --data-dir given and neither XDG_STATE_HOME nor HOME is set; pass --data-dir DIR or --memory")
+            }),
+        }
+    }
+
+    pub fn log_config(&self) -> anyhow::Result<LogConfig> {
+        Ok(LogConfig {
+            dir: self.data_dir()?,
+            fsync: self.fsync,
+            retain_events: self.retain_events.max(1),
+            retain_bytes: self.retain_bytes.max(1),
+            retain_age: self.retain_age,
+            cache_events: 32_768,
+        })
+    }
+
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            max_event_bytes: self.max_event_bytes as usize,
+            ..BrokerConfig::default()
+        }
+    }
+
+    /// # Errors
+    /// The token file cannot be read or is empty.
+    pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --token-file {}: {e}", path.display())
+                })?;
+                Some(text.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            anyhow::bail!("the token is empty; give a non-empty --token or --token-file");
+        }
+        Ok(ServerConfig {
+            token,
+            allow_origins: self.allow_origins.clone(),
+            allow_hosts: self.allow_hosts.clone(),
+            max_connections: self.max_connections,
+            max_subscriptions: self.max_subscriptions,
+            max_event_bytes: self.max_event_bytes as usize,
+            idle_timeout: self.idle_timeout,
+        })
+    }
+}
+
+/// Runs `hub-serve` to completion: opens the log, binds, prints the listening line
+/// (first on stderr), serves until SIGINT/SIGTERM, then flushes.
+///
+/// # Errors
+/// The log cannot be opened, the address cannot be bound, or serving failed.
+pub async fn execute(args: ServeArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let log_cfg = args.log_config()?;
+    let server_cfg = args.server_config()?;
+    let dir = log_cfg.dir.clone();
+    let opened = tokio::task::spawn_blocking(move || crate::store::Log::open(log_cfg)).await?;
+    let (log, recovery) = opened.context("cannot open the event log")?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let place = match &dir {
+        Some(d) => format!("data: {}", d.display()),
+        None => "memory: nothing is kept on disk".to_string(),
+    };
+    eprintln!("hub-serve: listening on ws://{addr} ({place})");
+    crate::cli::serve::init_logging(args.verbose, args.quiet);
+    if recovery.dropped_bytes > 0 {
+        tracing::warn!(
+            "dropped {} bytes of torn or corrupt records at the end of the log (an unacknowledged write cut short by a crash)",
+            recovery.dropped_bytes
+        );
+    }
+    if !addr.ip().is_loopback() && server_cfg.token.is_none() {
+        tracing::warn!(
+            "listening on {addr}, beyond loopback, without --token: anyone who can reach this port can publish and read"
+        );
+    }
+    let broker = crate::broker::Broker::start(log, recovery, args.broker_config())?;
+    let shutdown = crate::shutdown::on_signal();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("ready: last id {}", broker.log().committed());
+    crate::server::run(listener, broker.clone(), server_cfg, shutdown).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `-v` / `-q`.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hub={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        ServeArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+}

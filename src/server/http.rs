@@ -1,0 +1,384 @@
+//! The plain HTTP endpoints: `POST /publish`, `GET /events` (polling, with long
+//! poll), `GET /tasks`, `GET /health`, `GET /status`, `GET /metrics`.
+
+use super::{AppState, MAX_BODY_BYTES, error_response};
+use crate::broker::SubscribeSpec;
+use crate::event::{Event, EventError, NewEvent, now_millis};
+use crate::matching::Matcher;
+use crate::protocol::ErrorCode;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Query parameters of `/ws` and `/events`; repeated keys accumulate.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub spec: SubscribeSpec,
+    pub limit: Option<usize>,
+    pub wait: Option<Duration>,
+    /// Whether any subscription parameter was given.
+    pub any: bool,
+}
+
+/// Parses a query string, accepting only `allowed` keys (and `token`).
+pub fn parse_query(q: Option<&str>, allowed: &[&str]) -> Result<Query, String> {
+    let mut out = Query::default();
+    let num = |k: &str, v: &str| -> Result<u64, String> {
+        v.parse()
+            .map_err(|_| format!("{k}={v:?} is not a whole number"))
+    };
+    for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        if k == "token" {
+            continue;
+        }
+        if !allowed.contains(&k) {
+            return Err(format!(
+                "unknown query parameter {k:?}; accepted: {}",
+                allowed.join(", ")
+            ));
+        }
+        match k {
+            "topic" => out.spec.topics.push(v.to_string()),
+            "type" => out.spec.types.push(v.to_string()),
+            "where" => out.spec.filters.push(v.to_string()),
+            "since" => out.spec.since = Some(num(k, v)?),
+            "last" => out.spec.last = Some(num(k, v)?),
+            "durable" => out.spec.durable = Some(v.to_string()),
+            "limit" => out.limit = Some(num(k, v)? as usize),
+            "wait" => {
+                out.wait = Some(humantime::parse_duration(v).map_err(|e| {
+                    format!("wait={v:?} is not a duration ({e}); use e.g. 500ms, 30s, 2m")
+                })?)
+            }
+            _ => unreachable!("checked against allowed"),
+        }
+        out.any = true;
+    }
+    if out.spec.since.is_some() && out.spec.last.is_some() {
+        return Err("give since or last, not both".into());
+    }
+    Matcher::new(&out.spec.topics, &out.spec.types, &out.spec.filters)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, msg)
+}
+
+/// Parses a body: one event object, or JSON lines of them.
+fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    if text.trim().is_empty() {
+        return Err("empty body: send one event object {\"topic\":..., \"type\":..., \"data\":...} or JSON lines of them".into());
+    }
+    let check = |ev: NewEvent| -> Result<NewEvent, EventError> {
+        ev.validate()?;
+        // The stored form with the widest id is an upper bound of its final size.
+        let size = Event::from_new(ev.clone(), u64::MAX, now_millis())
+            .encode()
+            .len();
+        if size > max_event_bytes {
+            return Err(EventError::TooLarge {
+                size,
+                limit: max_event_bytes,
+            });
+        }
+        Ok(ev)
+    };
+    // A single (possibly pretty-printed) object...
+    if let Ok(ev) = serde_json::from_str::<NewEvent>(text) {
+        return check(ev).map(|e| vec![e]).map_err(|e| e.to_string());
+    }
+    // ...or JSON lines.
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev = NewEvent::from_json(line)
+            .and_then(check)
+            .map_err(|e| format!("line {}: {e}", i + 1))?;
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+pub async fn publish(State(app): State<AppState>, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                format!(
+                    "body over {} MiB: split it into several requests",
+                    MAX_BODY_BYTES >> 20
+                ),
+            );
+        }
+    };
+    let events = match parse_body(&bytes, app.cfg.max_event_bytes) {
+        Ok(e) => e,
+        Err(msg) if msg.contains("too large") => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, msg);
+        }
+        Err(msg) => return bad_request(msg),
+    };
+    match app.broker.publish(events).await {
+        Ok(outcomes) => {
+            let mut ids = Vec::with_capacity(outcomes.len());
+            for (i, o) in outcomes.into_iter().enumerate() {
+                match o {
+                    Ok(id) => ids.push(id),
+                    Err(e) => return bad_request(format!("line {}: {e}", i + 1)),
+                }
+            }
+            axum::Json(serde_json::json!({ "ids": ids })).into_response()
+        }
+        Err(crate::broker::BrokerError::ShuttingDown) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "the hub is shutting down; retry shortly",
+        ),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        ),
+    }
+}
+
+/// Events examined per `/events` request at most, so one request cannot hold a
+/// worker for long on a huge log.
+const MAX_SCAN: usize = 1_000_000;
+
+pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let q = match parse_query(
+        q.as_deref(),
+        &["topic", "type", "where", "since", "limit", "wait"],
+    ) {
+        Ok(q) => q,
+        Err(m) => return bad_request(m),
+    };
+    let matcher = Matcher::new(&q.spec.topics, &q.spec.types, &q.spec.filters).expect("checked");
+    let limit = q.limit.unwrap_or(1000).clamp(1, 100_000);
+    let wait = q.wait.unwrap_or_default().min(Duration::from_secs(300));
+    let deadline = Instant::now() + wait;
+    let log = app.broker.log();
+    let mut after = q.spec.since.unwrap_or(0);
+    let mut body = String::new();
+    let mut n = 0;
+    loop {
+        let mut scanned = 0;
+        while n < limit && scanned < MAX_SCAN {
+            let batch = match log.read_after(after, 1024) {
+                Ok(b) => b,
+                Err(e) => {
+                    return error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        ErrorCode::Internal,
+                        e.to_string(),
+                    );
+                }
+            };
+            if batch.events.is_empty() {
+                break;
+            }
+            for ev in &batch.events {
+                after = ev.id();
+                scanned += 1;
+                if matcher.matches(&ev.event) {
+                    body.push_str(&ev.json);
+                    body.push('\n');
+                    n += 1;
+                    if n == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if n > 0 || now >= deadline || app.shutdown.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = app.broker.wait_for_new(after, deadline - now) => {}
+            _ = app.shutdown.cancelled() => {}
+        }
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::HeaderName::from_static("x-hub-last-id"),
+                after.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn tasks(State(app): State<AppState>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Tasks {
+        tasks: Vec<crate::broker::tasks::TaskState>,
+    }
+    axum::Json(Tasks {
+        tasks: app.broker.tasks(),
+    })
+    .into_response()
+}
+
+pub async fn health(State(app): State<AppState>) -> Response {
+    if app.shutdown.is_cancelled() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown,
+            "shutting down",
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response()
+}
+
+/// The counters of `/status` and `/metrics`, in one place.
+fn counters(app: &AppState) -> Vec<(&'static str, &'static str, u64)> {
+    let st = app.broker.stats();
+    let log = app.broker.log().stats();
+    vec![
+        ("uptime_seconds", "gauge", app.broker.uptime().as_secs()),
+        (
+            "connections",
+            "gauge",
+            st.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "subscriptions",
+            "gauge",
+            st.subscriptions.load(Ordering::Relaxed),
+        ),
+        ("events", "gauge", log.events),
+        ("first_id", "gauge", log.first_id),
+        ("last_id", "gauge", log.last_id),
+        ("log_bytes", "gauge", log.bytes),
+        (
+            "lagged_total",
+            "counter",
+            st.lagged_total.load(Ordering::Relaxed),
+        ),
+        (
+            "gaps_total",
+            "counter",
+            st.gaps_total.load(Ordering::Relaxed),
+        ),
+        (
+            "dedup_total",
+            "counter",
+            st.dedup_total.load(Ordering::Relaxed),
+        ),
+        (
+            "published_total",
+            "counter",
+            st.published_total.load(Ordering::Relaxed),
+        ),
+    ]
+}
+
+pub async fn status(State(app): State<AppState>) -> Response {
+    let mut m = serde_json::Map::new();
+    m.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    for (k, _, v) in counters(&app) {
+        m.insert(k.into(), v.into());
+    }
+    axum::Json(serde_json::Value::Object(m)).into_response()
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let mut out = String::new();
+    for (k, kind, v) in counters(&app) {
+        let _ = writeln!(out, "# TYPE hub_{k} {kind}\nhub_{k} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE hub_build_info gauge\nhub_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!(
+            "no such endpoint {}; the hub serves GET /ws, POST /publish, GET /events, GET /tasks, GET /health, GET /status, GET /metrics",
+            uri.path()
+        ),
+    )
+}
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let allowed = if uri.path() == "/publish" {
+        "POST"
+    } else {
+        "GET"
+    };
+    let mut r = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::BadRequest,
+        format!("{method} is not accepted on {}; use {allowed}", uri.path()),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_forms() {
+        let one = parse_body(b"{\n  \"topic\": \"a\",\n  \"data\": 1\n}\n", 65536).unwrap();
+        assert_eq!(one.len(), 1);
+        let lines = parse_body(
+            b"{\"topic\":\"a\"}\n\n{\"topic\":\"b\",\"type\":\"x\"}\n",
+            65536,
+        )
+        .unwrap();
+        assert_eq!(lines.len(), 2);
+        let err = parse_body(b"{\"topic\":\"a\"}\n{\"topic\":\"bad topic\"}\n", 65536).unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+        let err = parse_body(b"{\"topic\":\"a\"}\nnot json\n", 65536).unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+        assert!(parse_body(b"  ", 65536).is_err());
+        let err = parse_body(b"{\"topic\":\"a\",\"data\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}", 100).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn queries() {
+        let q = parse_query(
+            Some("topic=a&topic=b%3A*&where=type%3Dx&since=4&token=s"),
+            &["topic", "where", "since"],
+        )
+        .unwrap();
+        assert_eq!(q.spec.topics, ["a", "b:*"]);
+        assert_eq!(q.spec.filters, ["type=x"]);
+        assert_eq!(q.spec.since, Some(4));
+        assert!(
+            parse_query(Some("topicz=a"), &["topic"])
+                .unwrap_err()
+                .contains("topicz")
+        );
+        assert!(parse_query(Some("since=x"), &["since"]).is_err());
+        assert!(parse_query(Some("where=nofield"), &["where"]).is_err());
+        assert!(parse_query(Some("since=1&last=2"), &["since", "last"]).is_err());
+    }
+}

@@ -1,0 +1,455 @@
+//! One WebSocket connection: the frame loop, its subscriptions, pipelined publishes,
+//! heartbeat, idle timeout and close codes.
+//!
+//! Tasks per connection: the reader (this loop), one writer that batches outgoing
+//! frames into as few socket writes as it can, one publisher that turns pipelined
+//! `publish` frames into batched appends and answers `ack`s in order, and one task
+//! per subscription that moves deliveries from the broker into the writer's queue.
+//! The writer's queue is bounded: a subscriber that cannot keep up stops taking from
+//! its broker outbox, and the broker moves it to catch-up from the log.
+
+use super::access::Authorized;
+use super::http::parse_query;
+use super::{AppState, error_response};
+use crate::broker::SubscribeSpec;
+use crate::broker::subscription::{Delivery, Subscription};
+use crate::event::{EventError, NewEvent};
+use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close, event_frame};
+use axum::Extension;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Frames queued for the socket per connection.
+const OUT_QUEUE: usize = 256;
+/// Pipelined publishes queued per connection before the reader waits.
+const PUBLISH_QUEUE: usize = 4096;
+
+/// What the connection is told before it is served.
+enum Refusal {
+    None,
+    Close(u16, String),
+}
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Extension(Authorized(authorized)): Extension<Authorized>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let parsed = parse_query(
+        query.as_deref(),
+        &["topic", "type", "where", "since", "last", "durable"],
+    );
+    let Ok(ws) = ws else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket); for polling use GET /events",
+        );
+    };
+    let stats = app.broker.stats();
+    let count = stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let guard = ConnGuard(app.clone());
+    let refusal = if !authorized {
+        Refusal::Close(
+            close::UNAUTHORIZED,
+            "unauthorized: missing or wrong token".into(),
+        )
+    } else if count as usize > app.cfg.max_connections {
+        Refusal::Close(
+            close::TOO_MANY,
+            format!(
+                "too many connections (--max-connections {})",
+                app.cfg.max_connections
+            ),
+        )
+    } else {
+        match &parsed {
+            Err(m) => Refusal::Close(close::BAD_REQUEST, m.clone()),
+            Ok(_) => Refusal::None,
+        }
+    };
+    let initial = parsed.ok().filter(|q| q.any).map(|q| q.spec);
+    let limit = app.cfg.max_event_bytes + 4096;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(8 << 20)
+        .on_failed_upgrade(|e| tracing::debug!("WebSocket upgrade failed: {e}"))
+        .on_upgrade(move |socket| {
+            let tracker = app.tracker.clone();
+            tracker.track_future(async move {
+                let _guard = guard;
+                connection(app, socket, refusal, initial).await;
+            })
+        })
+}
+
+/// Counts a connection until it ends.
+struct ConnGuard(AppState);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0
+            .broker
+            .stats()
+            .connections
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut r = reason.to_string();
+    while r.len() > 123 {
+        r.pop();
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(r),
+    }))
+}
+
+fn text(s: String) -> Message {
+    Message::Text(Utf8Bytes::from(s))
+}
+
+async fn connection(
+    app: AppState,
+    socket: WebSocket,
+    refusal: Refusal,
+    initial: Option<SubscribeSpec>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    if let Refusal::Close(code, reason) = refusal {
+        let _ = sink.send(close_msg(code, &reason)).await;
+        return;
+    }
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            if !closing {
+                while let Ok(m) = out_rx.try_recv() {
+                    let closing = matches!(m, Message::Close(_));
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                    if closing {
+                        break;
+                    }
+                }
+            }
+            if sink.flush().await.is_err() || closing {
+                let _ = sink.close().await;
+                return;
+            }
+        }
+    });
+    let (pub_tx, pub_rx) = mpsc::channel::<(Option<Value>, NewEvent)>(PUBLISH_QUEUE);
+    let publisher = tokio::spawn(publisher(app.clone(), pub_rx, out_tx.clone()));
+    let mut conn = Conn {
+        app: app.clone(),
+        out: out_tx.clone(),
+        subs: HashMap::new(),
+        publish: pub_tx,
+    };
+    if let Some(spec) = initial {
+        conn.subscribe("q".into(), spec).await;
+    }
+    let idle = app.cfg.idle_timeout;
+    let ping_every = (idle / 3)
+        .min(Duration::from_secs(30))
+        .max(Duration::from_millis(100));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_seen = Instant::now();
+    let end: Option<(u16, String)> = loop {
+        tokio::select! {
+            msg = stream.next() => {
+                last_seen = Instant::now();
+                match msg {
+                    None => break None,
+                    Some(Err(e)) => {
+                        let s = e.to_string();
+                        if s.contains("too long") || s.contains("too big") || s.contains("Space limit") {
+                            break Some((close::TOO_BIG, format!("frame over the limit of {} bytes", app.cfg.max_event_bytes + 4096)));
+                        }
+                        break None;
+                    }
+                    Some(Ok(Message::Text(t))) => conn.handle_text(t.as_str()).await,
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some((close::UNSUPPORTED, "binary frames are not accepted: send JSON text frames".into()));
+                    }
+                    Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(_)) => {} // ping (answered by the library) or pong
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= idle {
+                    break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
+                }
+                let _ = conn.out.try_send(Message::Ping(Default::default()));
+            }
+            _ = tokio::time::sleep_until(last_seen + idle) => {
+                break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
+            }
+            _ = app.shutdown.cancelled() => {
+                break Some((close::GOING_AWAY, "the hub is shutting down".into()));
+            }
+        }
+    };
+    for (_, h) in conn.subs.drain() {
+        h.abort();
+    }
+    drop(conn.publish);
+    // Let pending acks go out before the close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    if let Some((code, reason)) = end {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            out_tx.send(close_msg(code, &reason)),
+        )
+        .await;
+    }
+    drop(out_tx);
+    drop(conn.out);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+struct Conn {
+    app: AppState,
+    out: mpsc::Sender<Message>,
+    subs: HashMap<String, JoinHandle<()>>,
+    publish: mpsc::Sender<(Option<Value>, NewEvent)>,
+}
+
+impl Conn {
+    async fn send(&self, f: ServerFrame) {
+        let _ = self.out.send(text(f.encode())).await;
+    }
+
+    async fn error(
+        &self,
+        code: ErrorCode,
+        message: String,
+        req: Option<Value>,
+        sub: Option<String>,
+    ) {
+        self.send(ServerFrame::Error {
+            code: code.as_str().into(),
+            message,
+            req,
+            sub,
+        })
+        .await;
+    }
+
+    async fn handle_text(&mut self, t: &str) {
+        let frame: ClientFrame = match serde_json::from_str(t) {
+            Ok(f) => f,
+            Err(e) => {
+                // Name the req when the frame had one, so a pipelining client can tell.
+                let req = serde_json::from_str::<Value>(t)
+                    .ok()
+                    .and_then(|v| v.get("req").cloned());
+                let msg = if e.is_syntax() || e.is_eof() {
+                    format!("not a JSON object: {e}")
+                } else {
+                    format!(
+                        "{e}; frames are {{\"type\":\"subscribe\"|\"unsubscribe\"|\"publish\"|\"cursor\"|\"ping\", ...}}"
+                    )
+                };
+                self.error(ErrorCode::BadRequest, msg, req, None).await;
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Ping => self.send(ServerFrame::Pong).await,
+            ClientFrame::Publish { req, event } => {
+                if let Err(e) = event.validate() {
+                    self.error(ErrorCode::BadRequest, e.to_string(), req, None)
+                        .await;
+                    return;
+                }
+                let _ = self.publish.send((req, event)).await;
+            }
+            ClientFrame::Subscribe {
+                sub,
+                topics,
+                filters,
+                types,
+                since,
+                last,
+                durable,
+            } => {
+                let spec = SubscribeSpec {
+                    topics,
+                    types,
+                    filters,
+                    since,
+                    last,
+                    durable,
+                };
+                self.subscribe(sub, spec).await;
+            }
+            ClientFrame::Unsubscribe { sub } => match self.subs.remove(&sub) {
+                Some(h) => h.abort(),
+                None => {
+                    self.error(
+                        ErrorCode::BadRequest,
+                        format!("no subscription named {sub:?}"),
+                        None,
+                        Some(sub),
+                    )
+                    .await
+                }
+            },
+            ClientFrame::Cursor { durable, id } => self.app.broker.set_cursor(&durable, id),
+        }
+    }
+
+    async fn subscribe(&mut self, name: String, spec: SubscribeSpec) {
+        self.subs.retain(|_, h| !h.is_finished());
+        if self.subs.contains_key(&name) {
+            let msg = format!(
+                "a subscription named {name:?} exists on this connection; unsubscribe it first or pick another name"
+            );
+            self.error(ErrorCode::BadRequest, msg, None, Some(name))
+                .await;
+            return;
+        }
+        if self.subs.len() >= self.app.cfg.max_subscriptions {
+            let msg = format!(
+                "too many subscriptions on this connection (--max-subscriptions {})",
+                self.app.cfg.max_subscriptions
+            );
+            self.error(ErrorCode::TooMany, msg, None, Some(name)).await;
+            return;
+        }
+        let sub = match self.app.broker.subscribe(&spec) {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(ErrorCode::BadRequest, e.to_string(), None, Some(name))
+                    .await;
+                return;
+            }
+        };
+        self.send(ServerFrame::Subscribed {
+            sub: name.clone(),
+            last_id: sub.last_id_at_start,
+        })
+        .await;
+        let out = self.out.clone();
+        let handle = tokio::spawn(deliver(sub, name.clone(), out));
+        self.subs.insert(name, handle);
+    }
+}
+
+/// Moves one subscription's deliveries into the connection's queue.
+async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Message>) {
+    let name_json = serde_json::to_string(&name).expect("a string serializes");
+    loop {
+        let msg = match sub.next().await {
+            Ok(Delivery::Event(ev)) => event_frame(&name_json, &ev.json),
+            Ok(Delivery::Gap { from, to }) => ServerFrame::Gap {
+                sub: name.clone(),
+                from,
+                to,
+                reason: "retention".into(),
+            }
+            .encode(),
+            Ok(Delivery::Live { last_id }) => ServerFrame::Live {
+                sub: name.clone(),
+                last_id,
+            }
+            .encode(),
+            Err(e) => {
+                tracing::error!("subscription {name}: reading the log failed: {e}");
+                let _ = out
+                    .send(close_msg(close::INTERNAL, "reading the log failed"))
+                    .await;
+                return;
+            }
+        };
+        if out.send(text(msg)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns queued `publish` frames into batched appends and answers in order.
+async fn publisher(
+    app: AppState,
+    mut rx: mpsc::Receiver<(Option<Value>, NewEvent)>,
+    out: mpsc::Sender<Message>,
+) {
+    let mut queued = Vec::with_capacity(1024);
+    while rx.recv_many(&mut queued, 1024).await > 0 {
+        let (replies, batch): (Vec<Option<Value>>, Vec<NewEvent>) = queued.drain(..).unzip();
+        let result = app.broker.publish(batch).await;
+        let frames: Vec<String> = match result {
+            Ok(outcomes) => replies
+                .into_iter()
+                .zip(outcomes)
+                .map(|(req, o)| match o {
+                    Ok(id) => ServerFrame::Ack { req, id }.encode(),
+                    Err(e) => {
+                        let code = if matches!(e, EventError::TooLarge { .. }) {
+                            ErrorCode::TooLarge
+                        } else {
+                            ErrorCode::BadRequest
+                        };
+                        ServerFrame::Error {
+                            code: code.as_str().into(),
+                            message: e.to_string(),
+                            req,
+                            sub: None,
+                        }
+                        .encode()
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                let (code, msg) = match e {
+                    crate::broker::BrokerError::ShuttingDown => (
+                        ErrorCode::ShuttingDown,
+                        "the hub is shutting down; retry after reconnecting".to_string(),
+                    ),
+                    other => (ErrorCode::Internal, other.to_string()),
+                };
+                replies
+                    .into_iter()
+                    .map(|req| {
+                        ServerFrame::Error {
+                            code: code.as_str().into(),
+                            message: msg.clone(),
+                            req,
+                            sub: None,
+                        }
+                        .encode()
+                    })
+                    .collect()
+            }
+        };
+        for f in frames {
+            if out.send(text(f)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
