@@ -627,9 +627,15 @@ def with_broker(broker, fn):
         broker.stop()
 
 
-def cli_systems(ctx, extra_mosq_nodelay=False):
+def hub_missing(*bins):
+    return [b for b in bins if not os.access(os.path.join(HUB_BIN, b), os.X_OK)]
+
+
+def cli_systems(ctx, extra_mosq_nodelay=False, hub_bins=("hub-emit", "hub-sub")):
     out = []
     for name in ctx.args.systems:
+        if name == "hub" and hub_missing(*hub_bins):
+            continue
         if name == "mosquitto":
             out.append(lambda: Mosquitto(ctx.tmp))
             if extra_mosq_nodelay:
@@ -681,7 +687,7 @@ def w3(ctx):
 
 def w4(ctx):
     a = ctx.args
-    for make in cli_systems(ctx):
+    for make in cli_systems(ctx, hub_bins=("hub-emit",)):
         b = make()
 
         def run(br):
@@ -978,11 +984,13 @@ def h_ws_publish(ctx):
         hub = Hub(ctx.tmp)
         try:
             hub.start()
+            c0 = proc_cpu(hub.pid)
             p = subprocess.run([sys.executable, os.path.join(BENCH, "ws_publish.py"), hub.url,
                                 str(a.ws_n), "1000"], capture_output=True, timeout=120)
             if p.returncode != 0:
                 raise RuntimeError(p.stderr.decode()[-500:])
-            ctx.record("ws_publish", "hub", rep=rep, **json.loads(p.stdout))
+            ctx.record("ws_publish", "hub", rep=rep, cpu_broker_s=proc_cpu(hub.pid) - c0,
+                       **json.loads(p.stdout))
         except Exception as e:
             ctx.record("ws_publish", "hub", rep=rep, error=str(e))
         finally:
@@ -996,6 +1004,15 @@ WORKLOADS = {
     "tail_idle": h_tail_idle,
 }
 HUB_ONLY = {"restart", "fsync", "ws_publish", "fanout100", "tail", "tail_latency", "tail_idle"}
+# The hub binaries each workload needs; without them hub is left out of it.
+NEEDS = {
+    "w1": ["hub-serve", "hub-emit", "hub-sub"], "w2": ["hub-serve", "hub-emit", "hub-sub"],
+    "w3": ["hub-serve", "hub-emit", "hub-sub"], "w4": ["hub-serve", "hub-emit"],
+    "w5": ["hub-serve"], "restart": ["hub-serve"], "ws_publish": ["hub-serve"],
+    "fsync": ["hub-serve", "hub-emit"], "fanout100": ["hub-serve", "hub-emit", "hub-sub"],
+    "tail": ["hub-serve", "hub-tail"], "tail_latency": ["hub-serve", "hub-tail", "hub-sub"],
+    "tail_idle": ["hub-serve", "hub-tail"],
+}
 
 
 def machine():
@@ -1012,7 +1029,9 @@ def machine():
             return None
     rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+    # Only what goes into the hub binaries makes a build "dirty".
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no",
+                            "--", "src", "Cargo.toml", "Cargo.lock"],
                            capture_output=True, text=True).stdout.strip()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
@@ -1056,6 +1075,8 @@ def main():
     ap.add_argument("--idle-seconds", type=float, default=10)
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--label", default="", help="what this build is (e.g. an experimental patch);"
+                    " shown in the history table")
     a = ap.parse_args()
     a.skip = [s for s in a.skip.split(",") if s]
     a.systems = [s for s in a.systems.split(",") if s and s not in a.skip]
@@ -1077,14 +1098,20 @@ def main():
             log(f"open-file limit is {hard} (hard) < {a.w5_max + 100}: W5 may fail")
 
     only = [w for w in a.only.split(",") if w]
-    hub_ok = all(os.access(os.path.join(HUB_BIN, b), os.X_OK)
-                 for b in ["hub-serve", "hub-emit", "hub-sub", "hub-tail"])
     notes = []
-    if "hub" in a.systems and not hub_ok:
-        notes.append(f"hub binaries not found in {HUB_BIN}: hub was not measured")
-        a.systems.remove("hub")
+    if "hub" in a.systems:
+        for w in list(only):
+            miss = hub_missing(*NEEDS[w])
+            if miss:
+                notes.append(f"{w}: hub not measured, {', '.join(miss)} not built in {HUB_BIN}")
+                if w in HUB_ONLY:
+                    only.remove(w)
+        if hub_missing("hub-serve"):
+            a.systems.remove("hub")
     if "hub" not in a.systems:
         only = [w for w in only if w not in HUB_ONLY]
+    for n in notes:
+        log(n)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     atexit.register(cleanup)
@@ -1110,7 +1137,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     meta.update(started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
                 duration_s=round(time.time() - started, 1), notes=notes,
-                argv=sys.argv[1:], quick=a.quick, workloads=only, systems=a.systems)
+                argv=sys.argv[1:], quick=a.quick, label=a.label, workloads=only, systems=a.systems)
     os.makedirs(a.results, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     out = os.path.join(a.results, f"{stamp}-{meta['git_rev']}.json")

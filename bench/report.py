@@ -156,12 +156,14 @@ def history(files):
                  hub("w5", "kib_per_conn_10000"), hub("restart", "ready_s"), hub("tail", "rate")]
         if all(c is None for c in cells):
             continue
-        rows.append([meta.get("started", "?"), f"`{meta.get('git_rev', '?')}`",
+        rev = f"`{meta.get('git_rev', '?')}`" + (f" {meta['label']}" if meta.get("label") else "")
+        only = ",".join(meta.get("workloads", []))
+        rows.append([meta.get("started", "?"), rev, only,
                      fmt(cells[0]), fmt(cells[1]), fmt(cells[2]), fmt(cells[3]), fmt(cells[4]),
                      fmt(cells[5]), fmt(cells[6])])
     if not rows:
         return None
-    return table(["run", "hub rev", "W1 msg/s", "W2 deliveries/s", "W3 p99 ms", "W4 ms",
+    return table(["run", "hub rev", "workloads run", "W1 msg/s", "W2 deliveries/s", "W3 p99 ms", "W4 ms",
                   "W5 KiB/conn", "restart s", "tail lines/s"], rows)
 
 
@@ -320,8 +322,9 @@ def render(data, files):
              "`bench/ws_publish.py` (Python `websockets`) sends `publish` frames with at most 1,000 "
              "unacknowledged; the clock stops at the last `ack`. The Python client may be the "
              "limit: its CPU time is shown.\n\n")
-        s += table(["events", "acked events/s", "client CPU s", "errors", "runs"],
+        s += table(["events", "acked events/s", "client CPU s", "hub-serve CPU s", "errors", "runs"],
                    [[fmt(med(rs, "n")), spread(rs, "rate"), fmt(med(rs, "cpu_client_s")),
+                     fmt(med(rs, "cpu_broker_s")),
                      fmt(med(rs, "errors")), len(vals(rs, "rate"))]]) + "\n"
         hub_only.append(s)
     g = group(res, "fanout100")
