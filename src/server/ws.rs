@@ -32,6 +32,9 @@ use tokio::time::Instant;
 
 /// Frames queued for the socket per connection.
 const OUT_QUEUE: usize = 256;
+/// Bytes tungstenite may hold for a socket that does not drain; past this the
+/// connection's queue backs up and its subscriptions fall back to the log.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// Pipelined publishes queued per connection before the reader waits.
 const PUBLISH_QUEUE: usize = 4096;
 
@@ -86,7 +89,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(8 << 20)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(|e| tracing::debug!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
             let tracker = app.tracker.clone();
@@ -219,16 +222,28 @@ async fn connection(
     drop(conn.publish);
     // Let pending acks go out before the close frame.
     let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
-    if let Some((code, reason)) = end {
+    if let Some((code, reason)) = &end {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
-            out_tx.send(close_msg(code, &reason)),
+            out_tx.send(close_msg(*code, reason)),
         )
         .await;
     }
     drop(out_tx);
     drop(conn.out);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if end.is_some() {
+        // The closing handshake: wait (briefly) for the client's Close before the
+        // socket goes, so the client reads our close frame instead of a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 struct Conn {

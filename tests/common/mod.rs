@@ -87,7 +87,8 @@ impl Hub {
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("hub is running");
         signal(c.id(), "TERM");
-        wait_child(&mut c, Duration::from_secs(10)).expect("hub-serve did not exit within 10 s of SIGTERM")
+        wait_child(&mut c, Duration::from_secs(10))
+            .expect("hub-serve did not exit within 10 s of SIGTERM")
     }
 
     /// Starts the hub again on the same port and data dir (after `kill9`/`terminate`).
@@ -171,8 +172,13 @@ fn try_launch(dir: &Path, listen: &str, args: &[String]) -> Result<Launched, Str
     if !args.iter().any(|a| a == "--memory") {
         cmd.arg("--data-dir").arg(dir);
     }
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start hub-serve: {e}"))?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start hub-serve: {e}"))?;
     let stderr = child.stderr.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
@@ -211,4 +217,96 @@ pub fn http() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into()
+}
+
+/// A WebSocket test client over tokio-tungstenite, reading JSON frames.
+pub mod ws {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::Value;
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+    pub type Stream = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    pub struct Client {
+        pub ws: Stream,
+    }
+
+    /// What came back from the server.
+    #[derive(Debug)]
+    pub enum Got {
+        Frame(Value),
+        Closed(Option<u16>),
+    }
+
+    impl Client {
+        pub async fn connect(url: &str) -> Client {
+            let (ws, _) = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+            Client { ws }
+        }
+
+        pub async fn send(&mut self, v: Value) {
+            self.ws.send(Message::text(v.to_string())).await.unwrap();
+        }
+
+        pub async fn send_raw(&mut self, m: Message) {
+            self.ws.send(m).await.unwrap();
+        }
+
+        /// The next text frame as JSON or the close, within 10 s.
+        pub async fn next(&mut self) -> Got {
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                    .await
+                    .expect("no frame within 10 s");
+                match m {
+                    None => return Got::Closed(None),
+                    Some(Err(_)) => return Got::Closed(None),
+                    Some(Ok(Message::Text(t))) => {
+                        return Got::Frame(serde_json::from_str(t.as_str()).unwrap());
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Got::Closed(f.map(|f: CloseFrame| u16::from(f.code)));
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            }
+        }
+
+        /// The next frame, which must be JSON.
+        pub async fn frame(&mut self) -> Value {
+            match self.next().await {
+                Got::Frame(v) => v,
+                Got::Closed(c) => panic!("closed ({c:?}) while waiting for a frame"),
+            }
+        }
+
+        /// The next frame whose type is not `live`.
+        pub async fn frame_skip_live(&mut self) -> Value {
+            loop {
+                let f = self.frame().await;
+                if f["type"] != "live" {
+                    return f;
+                }
+            }
+        }
+
+        /// Waits for the close and returns its code.
+        pub async fn closed(&mut self) -> Option<u16> {
+            loop {
+                if let Got::Closed(c) = self.next().await {
+                    return c;
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,361 @@
+//! The WebSocket side of hub-serve, driven by a real WebSocket client:
+//! subscriptions, replay/live hand-over, slow consumers, publishes, errors and
+//! close codes.
+
+mod common;
+
+use common::Hub;
+use common::ws::{Client, Got};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+fn publish_http(hub: &Hub, lines: &str) -> Value {
+    let mut r = common::http()
+        .post(&format!("{}/publish", hub.http_url()))
+        .send(lines)
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+fn many(topic: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{{\"topic\":\"{topic}\",\"data\":{{\"n\":{i}}}}}\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn query_string_subscription_needs_no_frame() {
+    let hub = Hub::start(&[]);
+    publish_http(&hub, &many("log:a", 3));
+    let mut c = Client::connect(&format!("{}/ws?topic=log:*&since=1", hub.ws_url())).await;
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"subscribed","sub":"q","last_id":3})
+    );
+    for id in [2, 3] {
+        let f = c.frame_skip_live().await;
+        assert_eq!(
+            (
+                f["type"].as_str(),
+                f["sub"].as_str(),
+                f["event"]["id"].as_u64()
+            ),
+            (Some("event"), Some("q"), Some(id))
+        );
+    }
+    publish_http(&hub, &many("other", 1));
+    publish_http(&hub, &many("log:b", 1));
+    let f = c.frame_skip_live().await;
+    assert_eq!(f["event"]["id"], 5);
+    assert_eq!(f["event"]["topic"], "log:b");
+}
+
+#[tokio::test]
+async fn subscribe_frames_since_last_and_filters() {
+    let hub = Hub::start(&[]);
+    publish_http(
+        &hub,
+        "{\"topic\":\"task:a\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"task:b\",\"data\":{\"status\":\"ok\"}}\n{\"topic\":\"task:c\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"log:x\"}\n",
+    );
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send(json!({"type":"subscribe","sub":"s1","topics":["task:*"],"where":["data.status=failed"],"since":0})).await;
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"subscribed","sub":"s1","last_id":4})
+    );
+    assert_eq!(c.frame().await["event"]["topic"], "task:a");
+    assert_eq!(c.frame().await["event"]["topic"], "task:c");
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"live","sub":"s1","last_id":4})
+    );
+    c.send(json!({"type":"subscribe","sub":"s2","last":2}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    assert_eq!(c.frame().await["event"]["id"], 3);
+    assert_eq!(c.frame().await["event"]["id"], 4);
+    c.send(json!({"type":"unsubscribe","sub":"s2"})).await;
+    c.send(json!({"type":"ping"})).await;
+    loop {
+        let f = c.frame().await;
+        if f["type"] == "pong" {
+            break;
+        }
+    }
+    publish_http(
+        &hub,
+        "{\"topic\":\"task:d\",\"data\":{\"status\":\"failed\"}}\n",
+    );
+    let f = c.frame_skip_live().await;
+    assert_eq!(
+        (f["sub"].as_str(), f["event"]["id"].as_u64()),
+        (Some("s1"), Some(5)),
+        "s2 is gone, s1 live"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_hands_over_to_live_under_concurrent_publishing() {
+    let hub = Hub::start(&[]);
+    publish_http(&hub, &many("t", 2000));
+    // A publisher pipelines 3000 more over its own socket while we replay.
+    let url = format!("{}/ws", hub.ws_url());
+    let publisher = tokio::spawn(async move {
+        let mut p = Client::connect(&url).await;
+        for i in 0..3000 {
+            p.send(json!({"type":"publish","req":i,"event":{"topic":"t","data":{"n":i}}}))
+                .await;
+        }
+        let mut acked = 0;
+        while acked < 3000 {
+            if p.frame().await["type"] == "ack" {
+                acked += 1;
+            }
+        }
+    });
+    let mut c = Client::connect(&format!("{}/ws?since=0", hub.ws_url())).await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    let mut expect = 1;
+    while expect <= 5000 {
+        let f = c.frame_skip_live().await;
+        assert_eq!(f["event"]["id"], expect, "no gap, no duplicate, in order");
+        expect += 1;
+    }
+    publisher.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_still_gets_everything_in_order() {
+    let hub = Hub::start(&[]);
+    let mut slow = Client::connect(&format!("{}/ws?topic=t", hub.ws_url())).await;
+    assert_eq!(slow.frame().await["type"], "subscribed");
+    assert_eq!(slow.frame().await["type"], "live");
+    let mut fast = Client::connect(&format!("{}/ws?topic=t", hub.ws_url())).await;
+    assert_eq!(fast.frame().await["type"], "subscribed");
+    // 30,000 events (30 MB) pass while `slow` reads nothing; `fast` keeps up.
+    let pad = "p".repeat(1000);
+    let body: String = (0..1000)
+        .map(|i| format!("{{\"topic\":\"t\",\"data\":{{\"n\":{i},\"pad\":\"{pad}\"}}}}\n"))
+        .collect();
+    let mut fast_seen = 0u64;
+    for _ in 0..30 {
+        publish_http(&hub, &body);
+        while fast_seen < 1000 * 30 {
+            let f = fast.frame_skip_live().await;
+            fast_seen = f["event"]["id"].as_u64().unwrap();
+            if fast_seen.is_multiple_of(1000) {
+                break;
+            }
+        }
+    }
+    assert_eq!(fast_seen, 30_000);
+    for expect in 1..=30_000u64 {
+        let f = slow.frame_skip_live().await;
+        assert_eq!(f["event"]["id"], expect);
+    }
+    let st: Value = serde_json::from_str(
+        &common::http()
+            .get(&format!("{}/status", hub.http_url()))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(st["lagged_total"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["gaps_total"], 0);
+}
+
+#[tokio::test]
+async fn publish_frames_are_acked_and_keys_deduplicate() {
+    let hub = Hub::start(&[]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send(json!({"type":"publish","req":7,"event":{"topic":"task:build-42","type":"progress","data":{"percent":50}}})).await;
+    assert_eq!(c.frame().await, json!({"type":"ack","req":7,"id":1}));
+    c.send(json!({"type":"publish","req":"a","event":{"topic":"x","key":"once"}}))
+        .await;
+    c.send(json!({"type":"publish","req":"b","event":{"topic":"x","key":"once"}}))
+        .await;
+    assert_eq!(c.frame().await, json!({"type":"ack","req":"a","id":2}));
+    assert_eq!(c.frame().await, json!({"type":"ack","req":"b","id":2}));
+    c.send(json!({"type":"publish","req":8,"event":{"topic":"bad topic"}}))
+        .await;
+    let f = c.frame().await;
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str(), f["req"].as_u64()),
+        (Some("error"), Some("bad_request"), Some(8))
+    );
+}
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_stays() {
+    let hub = Hub::start(&[]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    for bad in [
+        "not json".to_string(),
+        json!({"type":"shout"}).to_string(),
+        json!({"type":"subscribe","sub":"s1","topicz":["a"]}).to_string(),
+        json!({"type":"subscribe","sub":"s1","where":["nofield"]}).to_string(),
+        json!({"type":"subscribe","sub":"s1","since":1,"last":2}).to_string(),
+        json!({"type":"unsubscribe","sub":"nope"}).to_string(),
+    ] {
+        c.send_raw(Message::text(bad.clone())).await;
+        let f = c.frame().await;
+        assert_eq!(f["type"], "error", "{bad}");
+        assert_eq!(f["code"], "bad_request", "{bad}");
+        if bad.contains("topicz") {
+            assert!(f["message"].as_str().unwrap().contains("topicz"), "{f}");
+        }
+    }
+    c.send(json!({"type":"ping"})).await;
+    assert_eq!(c.frame().await, json!({"type":"pong"}));
+}
+
+#[tokio::test]
+async fn binary_and_oversize_frames_close_the_connection() {
+    let hub = Hub::start(&["--max-event-bytes", "1KiB"]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(c.closed().await, Some(1003));
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send_raw(Message::text("x".repeat(64 * 1024))).await;
+    assert_eq!(c.closed().await, Some(1009));
+    // An event just over the limit in a frame under it: an error, not a close.
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send(json!({"type":"publish","req":1,"event":{"topic":"a","data":"y".repeat(1100)}}))
+        .await;
+    let f = c.frame().await;
+    assert_eq!(
+        (f["code"].as_str(), f["req"].as_u64()),
+        (Some("too_large"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn close_codes_for_bad_query_token_and_limits() {
+    let hub = Hub::start(&[
+        "--token",
+        "tok",
+        "--max-connections",
+        "2",
+        "--max-subscriptions",
+        "1",
+    ]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    assert_eq!(c.closed().await, Some(4401));
+    let mut c = Client::connect(&format!("{}/ws?token=tok&since=x", hub.ws_url())).await;
+    assert_eq!(c.closed().await, Some(4400));
+    // The refused connections are counted until the server has finished them.
+    let status_url = format!("{}/status?token=tok", hub.http_url());
+    common::wait_until(
+        "refused connections to end",
+        Duration::from_secs(10),
+        || {
+            let body = common::http()
+                .get(&status_url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            serde_json::from_str::<Value>(&body).unwrap()["connections"] == 0
+        },
+    );
+    let mut a = Client::connect(&format!("{}/ws?token=tok", hub.ws_url())).await;
+    let _b = Client::connect(&format!("{}/ws?token=tok", hub.ws_url())).await;
+    let mut c = Client::connect(&format!("{}/ws?token=tok", hub.ws_url())).await;
+    assert_eq!(c.closed().await, Some(4429));
+    a.send(json!({"type":"subscribe","sub":"one"})).await;
+    assert_eq!(a.frame().await["type"], "subscribed");
+    a.send(json!({"type":"subscribe","sub":"two"})).await;
+    let f = a.frame_skip_live().await;
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("too_many"))
+    );
+}
+
+#[tokio::test]
+async fn foreign_origin_cannot_upgrade() {
+    let hub = Hub::start(&[]);
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("{}/ws", hub.ws_url())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut req = format!("{}/ws", hub.ws_url())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Host", "rebind.evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+}
+
+#[tokio::test]
+async fn idle_clients_are_closed_with_1001() {
+    let hub = Hub::start(&["--idle-timeout", "600ms"]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    // Read nothing (so no pong goes back) for longer than the timeout.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(c.closed().await, Some(1001));
+}
+
+#[tokio::test]
+async fn durable_cursor_resumes_where_the_last_run_stopped() {
+    let hub = Hub::start(&[]);
+    publish_http(&hub, &many("job", 5));
+    let url = format!("{}/ws", hub.ws_url());
+    let mut c = Client::connect(&url).await;
+    c.send(json!({"type":"subscribe","sub":"d","durable":"nightly","since":0}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    for _ in 0..3 {
+        c.frame_skip_live().await;
+    }
+    c.send(json!({"type":"cursor","durable":"nightly","id":3}))
+        .await;
+    c.send(json!({"type":"ping"})).await;
+    loop {
+        if c.frame().await["type"] == "pong" {
+            break;
+        }
+    }
+    drop(c);
+    let mut c = Client::connect(&url).await;
+    c.send(json!({"type":"subscribe","sub":"d","durable":"nightly"}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    assert_eq!(c.frame_skip_live().await["event"]["id"], 4);
+    // A new name without since starts live.
+    let mut n = Client::connect(&url).await;
+    n.send(json!({"type":"subscribe","sub":"d","durable":"fresh"}))
+        .await;
+    assert_eq!(n.frame().await["type"], "subscribed");
+    assert_eq!(n.frame().await["type"], "live");
+    publish_http(&hub, &many("job", 1));
+    assert_eq!(n.frame().await["event"]["id"], 6);
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut hub = Hub::start(&[]);
+    let mut c = Client::connect(&format!("{}/ws?topic=a", hub.ws_url())).await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    let start = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let st = hub.terminate();
+        (st, hub)
+    });
+    assert_eq!(c.closed().await, Some(1001));
+    let (st, _hub) = status.await.unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let _ = Got::Closed(None);
+}
