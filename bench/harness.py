@@ -1100,12 +1100,17 @@ def main():
     only = [w for w in a.only.split(",") if w]
     notes = []
     if "hub" in a.systems:
+        skipped, missing = [], set()
         for w in list(only):
             miss = hub_missing(*NEEDS[w])
             if miss:
-                notes.append(f"{w}: hub not measured, {', '.join(miss)} not built in {HUB_BIN}")
+                skipped.append(w)
+                missing.update(miss)
                 if w in HUB_ONLY:
                     only.remove(w)
+        if skipped:
+            notes.append(f"hub not measured in {', '.join(skipped)}: {', '.join(sorted(missing))} "
+                         f"not built (yet) in {HUB_BIN}")
         if hub_missing("hub-serve"):
             a.systems.remove("hub")
     if "hub" not in a.systems:
