@@ -38,7 +38,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The most events a [`Publisher`] keeps in flight (sent, not yet acknowledged).
 /// Enough to keep a loopback link busy; small enough that a reconnect resends little.
-pub const WINDOW: usize = 1024;
+pub const WINDOW: usize = 4096;
 /// The longest one connection attempt (TCP connect + handshake) may take.
 const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
 /// How long a graceful close waits for the hub's close reply.
@@ -725,6 +725,14 @@ async fn run_publisher(
 
 /// Matches an `ack` or an `error` frame to its pending event.
 fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str) {
+    if let Some((req, id)) = crate::protocol::parse_ack(text) {
+        if let Some(pos) = pending.iter().position(|p| p.req == req)
+            && let Some(p) = pending.remove(pos)
+        {
+            let _ = p.reply.send(Ok(id));
+        }
+        return;
+    }
     let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
         tracing::debug!("ignoring an unknown frame from the hub: {text}");
         return;

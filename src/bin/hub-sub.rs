@@ -16,3 +16,6 @@ async fn main() -> ExitCode {
         Err(err) => ExitCode::from(hub::exit::report("hub-sub", &err)),
     }
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -36,6 +36,9 @@ const OUT_QUEUE: usize = 256;
 /// because idle connections are the common case (10,000 of them should fit in
 /// about 100 MiB).
 const READ_BUFFER: usize = 2048;
+/// Frames are gathered up to this many bytes before a socket write (the writer task
+/// flushes whenever its queue is empty, so this adds no latency).
+const WRITE_BUFFER: usize = 64 << 10;
 /// Bytes tungstenite may hold for a socket that does not drain; past this the
 /// connection's queue backs up and its subscriptions fall back to the log.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
@@ -92,7 +95,7 @@ pub async fn upgrade(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(|e| tracing::debug!("WebSocket upgrade failed: {e}"))
         .on_upgrade(move |socket| {
@@ -284,14 +287,14 @@ impl Conn {
     }
 
     async fn handle_text(&mut self, t: &str) {
-        let frame: ClientFrame = match serde_json::from_str(t) {
+        let frame = match ClientFrame::parse(t) {
             Ok(f) => f,
             Err(e) => {
                 // Name the req when the frame had one, so a pipelining client can tell.
                 let req = serde_json::from_str::<Value>(t)
                     .ok()
                     .and_then(|v| v.get("req").cloned());
-                let msg = if e.is_syntax() || e.is_eof() {
+                let msg = if serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() {
                     format!("not a JSON object: {e}")
                 } else {
                     format!(
