@@ -94,3 +94,62 @@ fn man_pages_have_the_sections_and_help_agrees() {
     assert!(render("hub-serve", Kind::Man).contains(".SH FILES"));
     assert!(render("hub-tail", Kind::Man).contains(".SH FILES"));
 }
+
+fn exe(bin: &str) -> &'static str {
+    match bin {
+        "hub-serve" => env!("CARGO_BIN_EXE_hub-serve"),
+        "hub-emit" => env!("CARGO_BIN_EXE_hub-emit"),
+        "hub-sub" => env!("CARGO_BIN_EXE_hub-sub"),
+        _ => env!("CARGO_BIN_EXE_hub-tail"),
+    }
+}
+
+/// `--version`, `--help` with examples and exit codes, and NO_COLOR beating even
+/// CLICOLOR_FORCE (help and usage errors), in every command.
+#[test]
+fn help_version_and_no_color() {
+    for bin in BINS {
+        let out = Command::new(exe(bin)).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{bin} {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        for args in [&["--help"][..], &["-h"], &["--no-such-flag"]] {
+            let colored = Command::new(exe(bin))
+                .args(args)
+                .env("CLICOLOR_FORCE", "1")
+                .env_remove("NO_COLOR")
+                .output()
+                .unwrap();
+            let plain = Command::new(exe(bin))
+                .args(args)
+                .env("CLICOLOR_FORCE", "1")
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            let text = |o: &std::process::Output| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            };
+            assert!(
+                text(&colored).contains('\x1b'),
+                "{bin} {args:?} colors on demand"
+            );
+            assert!(
+                !text(&plain).contains('\x1b'),
+                "{bin} {args:?} with NO_COLOR"
+            );
+            if args[0] == "--no-such-flag" {
+                assert_eq!(plain.status.code(), Some(2), "{bin}: usage error is 2");
+            } else {
+                assert!(plain.status.success());
+                let help = text(&plain);
+                assert!(
+                    help.contains("Examples:") && help.contains("Exit status:"),
+                    "{bin}"
+                );
+            }
+        }
+    }
+}
