@@ -153,3 +153,61 @@ fn help_version_and_no_color() {
         }
     }
 }
+
+/// Splits a shell line into commands (at unquoted `|`, `&`, `;`) of words, with
+/// '...' and "..." quoting: enough for the examples in the help texts.
+fn shell_commands(line: &str) -> Vec<Vec<String>> {
+    let (mut cmds, mut words, mut word) = (Vec::new(), Vec::new(), None::<String>);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => word
+                .get_or_insert_default()
+                .extend(chars.by_ref().take_while(|&c| c != '\'')),
+            '"' => {
+                let w = word.get_or_insert_default();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => w.extend(chars.next()),
+                        c => w.push(c),
+                    }
+                }
+            }
+            '|' | '&' | ';' | ' ' => {
+                words.extend(word.take());
+                if c != ' ' && !words.is_empty() {
+                    cmds.push(std::mem::take(&mut words));
+                }
+            }
+            c => word.get_or_insert_default().push(c),
+        }
+    }
+    words.extend(word);
+    if !words.is_empty() {
+        cmds.push(words);
+    }
+    cmds
+}
+
+/// Every example in the help texts parses with the flags as they are now.
+#[test]
+fn help_examples_parse() {
+    assert_eq!(
+        shell_commands(r#"a 'b c' "d\"e" | f -x; g"#),
+        [vec!["a", "b c", "d\"e"], vec!["f", "-x"], vec!["g"]]
+    );
+    for bin in BINS {
+        for (_, line) in command(bin).1.examples {
+            for words in shell_commands(line) {
+                if !BINS.contains(&words[0].as_str()) {
+                    continue;
+                }
+                let (cmd, _) = command(&words[0]);
+                if let Err(e) = cmd.try_get_matches_from(&words) {
+                    panic!("{bin} --help example {line:?} does not parse:\n{e}");
+                }
+            }
+        }
+    }
+}
