@@ -15,8 +15,8 @@ run_id="${CI_PIPELINE_ID:-${GITHUB_RUN_ID:-local-$$}}"
 topic="ci:build-$run_id"
 
 # Step 1 (background): the build, wrapped. task_started now; task_completed or
-# task_failed with exit_code and duration_seconds at the end; `NN%` in cargo's
-# output becomes progress events.
+# task_failed with exit_code and duration_seconds at the end. (A build tool that
+# prints `NN%` can report progress too: add --progress-regex.)
 hub-emit "$topic" --run -- cargo build --release &
 build=$!
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-emit");
     let args = EmitArgs::parse();
     args.hub.init_logging("hub-emit");
     match run(args).await {

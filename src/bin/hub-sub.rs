@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-sub");
     let args = SubArgs::parse();
     args.hub.init_logging("hub-sub");
     match run(args).await {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-tail");
     let args = TailArgs::parse();
     args.hub.init_logging("hub-tail");
     match tail_main(args).await {

@@ -6,6 +6,7 @@
 //! Every event carries an idempotency key, so a resend after a lost ack is stored
 //! once.
 
+use super::docs::Page;
 use super::{HubArgs, parse_duration};
 use crate::client::{ClientError, Publisher, Ticket};
 use crate::event::NewEvent;
@@ -24,22 +25,69 @@ use tokio::sync::mpsc;
 /// The default of `--progress-regex`: `NN%` or `NN.N %` anywhere in a line.
 pub const DEFAULT_PROGRESS_REGEX: &str = r"(\d{1,3}(?:\.\d+)?)\s*%";
 
-const EXAMPLES: &str = "\
-Examples:
-  hub-emit task:build-42 progress percent:=50 message=compiling
-  hub-emit deploy:web --data '{\"version\":\"1.4.2\"}' --print-id
-  journalctl -f -o cat | hub-emit log:journal log --lines
-  jq -c '.[]' events.json | hub-emit --events
-  hub-emit task:nightly --run --capture --progress-regex -- ./backup.sh /srv
-  hub-emit ci:pipeline-7 task_failed error='tests failed' exit_code:=1
-
-Exit status: 0 acknowledged by the hub; 2 bad usage or input; 3 hub unreachable
-within --timeout; 4 refused by the hub (auth, invalid or too large event);
-with --run, the command's own exit status (128+N when killed by signal N).";
+/// The documentation after `--help` and in `man hub-emit`.
+pub const PAGE: Page = Page {
+    examples: &[
+        (
+            "Report progress: TYPE progress, a JSON number and a string in data",
+            "hub-emit task:build-42 progress percent:=50 message=compiling",
+        ),
+        (
+            "Data as JSON; print the assigned id (for hub-sub --since)",
+            r#"hub-emit deploy:web --data '{"version":"1.4.2"}' --print-id"#,
+        ),
+        (
+            "Each line of a stream is one event, over one connection",
+            "journalctl -f -o cat | hub-emit log:journal log --lines",
+        ),
+        (
+            "Whole event objects, each with its own topic, type and data",
+            "jq -c '.[]' events.json | hub-emit --events",
+        ),
+        (
+            "Wrap a command: task_started, its output as log events, NN% as progress, then task_completed or task_failed; exits with the command's status",
+            "hub-emit task:nightly --run --capture --progress-regex -- ./backup.sh /srv",
+        ),
+        (
+            "Report a failure by hand",
+            "hub-emit ci:pipeline-7 task_failed error='tests failed' exit_code:=1",
+        ),
+    ],
+    exit_status: &[
+        (
+            "0",
+            "Every event was acknowledged by the hub (written to its log).",
+        ),
+        (
+            "2",
+            "Bad usage or input (a malformed --lines/--events line).",
+        ),
+        ("3", "The hub was unreachable within --timeout."),
+        (
+            "4",
+            "Refused by the hub: auth, limits, an invalid or too large event.",
+        ),
+        (
+            "CMD's",
+            "With --run: the command's own exit status (128+N when killed by signal N, 127 not found, 126 not executable).",
+        ),
+    ],
+    environment: &super::docs::CLIENT_ENV,
+    files: &[],
+    notes: &[(
+        "Retries",
+        "While the hub is unreachable, hub-emit retries with backoff until --timeout. Every event carries an idempotency key (--key, else a random one), so a resend after a lost ack is stored once. With --run the command runs even when the hub is down; what could not be reported is said on stderr.",
+    )],
+};
 
 /// Publish events to a hub. Exits 0 only after the hub has acknowledged every event.
 #[derive(Parser, Debug)]
-#[command(name = "hub-emit", version, after_help = EXAMPLES)]
+#[command(
+    name = "hub-emit",
+    version,
+    after_help = PAGE.help(),
+    after_long_help = PAGE.long_help()
+)]
 pub struct EmitArgs {
     /// Topic of the event(s): 1-255 of A-Z a-z 0-9 _ - . : / @ (e.g. task:build-42).
     #[arg(value_name = "TOPIC", required_unless_present = "events")]

@@ -5,6 +5,7 @@
 //! `--token-file`), verbosity (`-v`, `-q`), duration parsing and logging setup.
 //! Each command's own flags live in its module.
 
+pub mod docs;
 pub mod emit;
 pub mod serve;
 pub mod sub;
@@ -87,12 +88,20 @@ impl HubArgs {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(color_on_stderr())
             .without_time()
             .with_target(false)
             .with_level(false)
             .event_format(Prefixed(program))
             .try_init();
     }
+}
+
+/// True when stderr is a terminal and `NO_COLOR` is not set (https://no-color.org).
+/// clap's help follows `NO_COLOR` by itself (anstream); logs ask here.
+pub fn color_on_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
 /// Formats log lines as `PROGRAM: message`, like the rest of the command's stderr.

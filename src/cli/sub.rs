@@ -4,6 +4,7 @@
 //! buffered stdout flushed whenever no more frames are immediately pending, and the
 //! stop conditions (`--count`, `--until`, `--wait-task`, `--drain`, `--timeout`).
 
+use super::docs::Page;
 use super::{HubArgs, parse_duration};
 use crate::client::{ClientError, Start, SubEvent, SubscribeOptions, Subscriber, seconds};
 use crate::event::Event;
@@ -22,24 +23,75 @@ use tokio::io::unix::AsyncFd;
 /// The task types `--wait-task` and `--progress` follow.
 const TASK_TYPES: [&str; 4] = ["task_started", "progress", "task_completed", "task_failed"];
 
-const EXAMPLES: &str = "\
-Examples:
-  hub-sub 'task:*' --where data.percent=100
-  hub-sub log:nginx --last 100 --format text
-  hub-sub --type task_failed | jq -r .topic
-  hub-sub ci:pipeline-7 --wait-task ci:pipeline-7 --timeout 30m   # CI gate: 0 ok, 1 failed
-  hub-sub 'backup:*' --durable nightly-report --drain              # cron: what is new since last run
-  hub-sub 'task:*' --progress
-  hub-sub t --ready-file /tmp/ready & while [ ! -e /tmp/ready ]; do sleep 0.05; done; hub-emit t
-
-Exit status: 0 done (--count, --until, --drain, completed task, closed stdout);
-1 --wait-task saw the task fail; 2 bad usage; 3 hub unreachable (or dropped with
---no-reconnect); 4 refused by the hub; 124 --timeout expired.";
+/// The documentation after `--help` and in `man hub-sub`.
+pub const PAGE: Page = Page {
+    examples: &[
+        (
+            "Every task event where data.percent is 100",
+            "hub-sub 'task:*' --where data.percent=100",
+        ),
+        (
+            "The last 100 lines of a log, then live, as short text lines",
+            "hub-sub log:nginx --last 100 --format text",
+        ),
+        (
+            "Topics of failed tasks, through jq",
+            "hub-sub --type task_failed | jq -r .topic",
+        ),
+        (
+            "CI gate: wait for a task; exit 0 when it completes, 1 when it fails",
+            "hub-sub --wait-task ci:pipeline-7 --timeout 30m",
+        ),
+        (
+            "Cron: what is new since the last run of this report, then exit",
+            "hub-sub 'backup:*' --durable nightly-report --drain",
+        ),
+        (
+            "A live progress bar per task",
+            "hub-sub 'task:*' --progress",
+        ),
+        (
+            "Subscribe in the background, then publish without a race",
+            "hub-sub t --count 1 --ready-file /tmp/ready & while [ ! -e /tmp/ready ]; do sleep 0.05; done; hub-emit t",
+        ),
+    ],
+    exit_status: &[
+        (
+            "0",
+            "Done: --count, --until or --drain reached, the --wait-task task completed, or stdout was closed.",
+        ),
+        ("1", "The --wait-task task failed."),
+        ("2", "Bad usage (invalid pattern, filter, type or flag)."),
+        (
+            "3",
+            "The hub was unreachable within --connect-timeout (or dropped with --no-reconnect).",
+        ),
+        ("4", "Refused by the hub: auth, limits."),
+        ("124", "--timeout expired (as timeout(1))."),
+    ],
+    environment: &super::docs::CLIENT_ENV,
+    files: &[],
+    notes: &[
+        (
+            "Output",
+            "One event per line on stdout, compact JSON, flushed per line (--format data: only data; text: TS TOPIC TYPE and data.message, data.line or compact data). Diagnostics go to stderr.",
+        ),
+        (
+            "Reconnecting",
+            "After a dropped connection hub-sub reconnects (backoff 0.5 s doubling to 30 s, with jitter) and resumes after the last event it printed: nothing lost, nothing printed twice. --no-reconnect fails fast instead.",
+        ),
+    ],
+};
 
 /// Subscribe to a hub and print matching events, one compact JSON object per line.
 /// Reconnects by itself and resumes after the last event it printed.
 #[derive(Parser, Debug)]
-#[command(name = "hub-sub", version, after_help = EXAMPLES)]
+#[command(
+    name = "hub-sub",
+    version,
+    after_help = PAGE.help(),
+    after_long_help = PAGE.long_help()
+)]
 pub struct SubArgs {
     /// Topic patterns (globs: * any run, ? one character, [abc] a class), OR-ed.
     /// None: every topic.

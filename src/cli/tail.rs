@@ -2,6 +2,7 @@
 //! [`follow::run::Config`](crate::follow::run::Config). Not the following itself: see
 //! [`crate::follow`].
 
+use super::docs::Page;
 use super::{HubArgs, parse_duration};
 use crate::exit::Exit;
 use crate::follow::Start;
@@ -9,6 +10,68 @@ use crate::follow::run::{self, Config, Input};
 use crate::follow::watch::WatchMode;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The documentation after `--help` and in `man hub-tail`.
+pub const PAGE: Page = Page {
+    examples: &[
+        (
+            "Publish new lines of a file on topic log:access",
+            "hub-tail /var/log/nginx/access.log",
+        ),
+        (
+            "Every .log file of a directory, also files created later, starting 100 lines back",
+            "hub-tail '/var/log/app/*.log' --last 100",
+        ),
+        (
+            "Ship stdin",
+            "journalctl -f | hub-tail - --topic log:journal",
+        ),
+        (
+            "JSON log lines become the events' data",
+            "hub-tail /var/log/app/events.jsonl --json --topic log:app",
+        ),
+        (
+            "On NFS or in a container without inotify",
+            "hub-tail /mnt/share/app.log --poll --poll-interval 2s",
+        ),
+    ],
+    exit_status: &[
+        (
+            "0",
+            "Stopped by SIGINT or SIGTERM (after saving the acknowledged positions), or stdin (-) ended.",
+        ),
+        (
+            "1",
+            "The --state file could not be written, or another error.",
+        ),
+        (
+            "2",
+            "Bad usage: invalid topic, type, glob or size, an unreadable --state file.",
+        ),
+        (
+            "4",
+            "Refused by the hub: auth, an invalid or too large event.",
+        ),
+    ],
+    environment: &[
+        super::docs::CLIENT_ENV[0],
+        super::docs::CLIENT_ENV[1],
+        (
+            "XDG_STATE_HOME",
+            "The default --state file is under $XDG_STATE_HOME/hub/tail/ (else ~/.local/state/hub/tail/).",
+        ),
+        super::docs::CLIENT_ENV[2],
+        super::docs::CLIENT_ENV[3],
+    ],
+    files: &[(
+        "~/.local/state/hub/tail/XXXXXXXX.json",
+        "The default --state file (under $XDG_STATE_HOME/hub/tail/ when that is set): one per set of inputs (XXXXXXXX is a checksum of the patterns), holding device, inode, offset and a fingerprint of the first bytes of each followed file.",
+    )],
+    notes: &[(
+        "Hub outages",
+        "hub-tail never gives up while the hub is down: it stops reading and waits (the file is the buffer), then goes on from the last acknowledged line.",
+    )],
+};
 
 /// Follow log files like `tail -F` and publish each line to the hub.
 ///
@@ -25,16 +88,14 @@ use std::time::Duration;
 /// A line longer than --max-line (JSON-encoded) is split into pieces of at most that
 /// size, each but the last with `"partial": true`. Binary files (a NUL byte in the
 /// first 4 KiB) are reported and skipped.
-///
-/// Examples:
-///
-///   hub-tail /var/log/nginx/access.log
-///
-///   hub-tail '/var/log/app/*.log' --last 100
-///
-///   journalctl -f | hub-tail - --topic log:journal
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "hub-tail", version, verbatim_doc_comment)]
+#[command(
+    name = "hub-tail",
+    version,
+    verbatim_doc_comment,
+    after_help = PAGE.help(),
+    after_long_help = PAGE.long_help()
+)]
 pub struct TailArgs {
     /// Files, quoted globs (new matches are picked up while running), or - for stdin.
     #[arg(required = true, value_name = "FILE|GLOB|-")]
