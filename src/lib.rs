@@ -5,11 +5,22 @@
 //! - [`event`]: the event model and its validation (SPEC §1).
 //! - [`matching`]: topic globs, types and `FIELD=VALUE` filters (SPEC §2).
 //! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
+//! - [`client`]: the reconnecting WebSocket client (Publisher, Subscriber) of the
+//!   client commands.
+//! - [`exit`]: the SPEC §4 exit-code table and the mapping from errors to it.
+//! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`, `hub-tail`).
+//! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
+//!   wake-ups.
+//! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod event;
+pub mod exit;
+pub mod follow;
 pub mod matching;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

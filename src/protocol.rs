@@ -61,6 +61,96 @@ pub enum ClientFrame {
     Ping,
 }
 
+impl ClientFrame {
+    /// Parses a client frame.
+    ///
+    /// Same result as `serde_json::from_str::<ClientFrame>`, but without serde's
+    /// buffering of internally tagged enums (which copies every frame, event and
+    /// all, into an intermediate tree first): this is the hub's hottest parse.
+    ///
+    /// # Errors
+    /// The text is not JSON, not a known frame, or has a field that frame does not take.
+    pub fn parse(text: &str) -> Result<ClientFrame, String> {
+        let f: FlatFrame = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let kind = f.kind.as_str();
+        let allowed: &[&str] = match kind {
+            "subscribe" => &[
+                "sub", "topics", "where", "types", "since", "last", "durable",
+            ],
+            "unsubscribe" => &["sub"],
+            "publish" => &["req", "event"],
+            "cursor" => &["durable", "id"],
+            "ping" => &[],
+            other => {
+                return Err(format!(
+                    "unknown frame type {other:?}, expected one of subscribe, unsubscribe, publish, cursor, ping"
+                ));
+            }
+        };
+        let present = [
+            ("sub", f.sub.is_some()),
+            ("topics", f.topics.is_some()),
+            ("where", f.filters.is_some()),
+            ("types", f.types.is_some()),
+            ("since", f.since.is_some()),
+            ("last", f.last.is_some()),
+            ("durable", f.durable.is_some()),
+            ("req", f.req.is_some()),
+            ("event", f.event.is_some()),
+            ("id", f.id.is_some()),
+        ];
+        if let Some((name, _)) = present.iter().find(|(n, p)| *p && !allowed.contains(n)) {
+            return Err(format!(
+                "unknown field `{name}` in {kind}, expected one of: {}",
+                allowed.join(", ")
+            ));
+        }
+        let missing = |name: &str| format!("missing field `{name}` in {kind}");
+        Ok(match kind {
+            "subscribe" => ClientFrame::Subscribe {
+                sub: f.sub.ok_or_else(|| missing("sub"))?,
+                topics: f.topics.unwrap_or_default(),
+                filters: f.filters.unwrap_or_default(),
+                types: f.types.unwrap_or_default(),
+                since: f.since,
+                last: f.last,
+                durable: f.durable,
+            },
+            "unsubscribe" => ClientFrame::Unsubscribe {
+                sub: f.sub.ok_or_else(|| missing("sub"))?,
+            },
+            "publish" => ClientFrame::Publish {
+                req: f.req,
+                event: f.event.ok_or_else(|| missing("event"))?,
+            },
+            "cursor" => ClientFrame::Cursor {
+                durable: f.durable.ok_or_else(|| missing("durable"))?,
+                id: f.id.ok_or_else(|| missing("id"))?,
+            },
+            _ => ClientFrame::Ping,
+        })
+    }
+}
+
+/// Every field any client frame may have; see [`ClientFrame::parse`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlatFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    sub: Option<String>,
+    topics: Option<Vec<String>>,
+    #[serde(rename = "where")]
+    filters: Option<Vec<String>>,
+    types: Option<Vec<String>>,
+    since: Option<u64>,
+    last: Option<u64>,
+    durable: Option<String>,
+    req: Option<Value>,
+    event: Option<NewEvent>,
+    id: Option<u64>,
+}
+
 /// A frame the server sends. `event` frames are built by [`event_frame`] from the
 /// event's shared encoding instead of through this type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +215,16 @@ pub fn event_frame(sub_json: &str, event_json: &str) -> String {
     s.push_str(event_json);
     s.push('}');
     s
+}
+
+/// Reads an `ack` frame with a numeric `req` as the hub writes it
+/// (`{"type":"ack","req":7,"id":43}`) without a JSON parser; anything else is `None`
+/// and goes through the general path. A pipelining publisher reads one per event.
+pub fn parse_ack(text: &str) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix(r#"{"type":"ack","req":"#)?;
+    let (req, rest) = rest.split_once(',')?;
+    let id = rest.strip_prefix(r#""id":"#)?.strip_suffix('}')?;
+    Some((req.parse().ok()?, id.parse().ok()?))
 }
 
 /// The `code` of an `error` frame or of an HTTP error body.
@@ -222,6 +322,39 @@ mod tests {
     }
 
     #[test]
+    fn fast_parse_agrees_with_serde() {
+        for text in [
+            r#"{"type":"subscribe","sub":"s1","topics":["task:*"],"where":["data.status=failed"],"since":40}"#,
+            r#"{"type":"subscribe","sub":"s2","last":100,"types":["a"],"durable":"d"}"#,
+            r#"{"type":"unsubscribe","sub":"s1"}"#,
+            r#"{"type":"publish","req":7,"event":{"topic":"t","type":"progress","data":{"percent":50}}}"#,
+            r#"{"event":{"topic":"t"},"type":"publish"}"#,
+            r#"{"type":"cursor","durable":"n","id":5}"#,
+            r#"{"type":"ping"}"#,
+        ] {
+            let a = ClientFrame::parse(text).unwrap();
+            let b: ClientFrame = serde_json::from_str(text).unwrap();
+            assert_eq!(a, b, "{text}");
+        }
+        for bad in [
+            r#"{"type":"subscribe","sub":"s","topicz":[]}"#,
+            r#"{"type":"subscribe","sub":"s","event":{"topic":"t"}}"#,
+            r#"{"type":"shout"}"#,
+            r#"{"sub":"s"}"#,
+            r#"{"type":"publish"}"#,
+            r#"{"type":"unsubscribe"}"#,
+            "nope",
+        ] {
+            assert!(ClientFrame::parse(bad).is_err(), "{bad}");
+            assert!(serde_json::from_str::<ClientFrame>(bad).is_err(), "{bad}");
+        }
+        let e = ClientFrame::parse(r#"{"type":"subscribe","sub":"s","topicz":[]}"#).unwrap_err();
+        assert!(e.contains("topicz"), "{e}");
+        let e = ClientFrame::parse(r#"{"type":"ping","sub":"s"}"#).unwrap_err();
+        assert!(e.contains("`sub` in ping"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_and_types_are_errors() {
         let e =
             serde_json::from_str::<ClientFrame>(r#"{"type":"subscribe","sub":"s","topicz":[]}"#)
@@ -270,6 +403,19 @@ mod tests {
                 event: json!({"id":1,"topic":"t"})
             }
         );
+    }
+
+    #[test]
+    fn ack_fast_path() {
+        let text = ServerFrame::Ack {
+            req: Some(json!(7)),
+            id: 43,
+        }
+        .encode();
+        assert_eq!(parse_ack(&text), Some((7, 43)));
+        assert_eq!(parse_ack(r#"{"type":"ack","req":"a","id":1}"#), None);
+        assert_eq!(parse_ack(r#"{"type":"ack","id":1}"#), None);
+        assert_eq!(parse_ack(r#"{"type":"pong"}"#), None);
     }
 
     #[test]

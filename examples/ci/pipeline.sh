@@ -15,10 +15,9 @@ run_id="${CI_PIPELINE_ID:-${GITHUB_RUN_ID:-local-$$}}"
 topic="ci:build-$run_id"
 
 # Step 1 (background): the build, wrapped. task_started now; task_completed or
-# task_failed with exit_code and duration_seconds at the end; with
-# --progress-regex, `NN%` in the output becomes progress events (watch them with
-# `hub-sub 'ci:*' --progress`).
-hub-emit "$topic" --run --progress-regex -- cargo build --release &
+# task_failed with exit_code and duration_seconds at the end. (A build tool that
+# prints `NN%` can report progress too: add --progress-regex.)
+hub-emit "$topic" --run -- cargo build --release &
 build=$!
 
 # Step 2: waits for the build; only a completed build is deployed.

@@ -6,11 +6,11 @@
 #   hub-sub 'cron:*' --format text                     # live, every cron job
 #   hub-sub 'cron:*' --type task_failed                # only failures, as JSON lines
 #   curl -s http://127.0.0.1:7357/tasks | jq '.tasks[] | select(.topic == "cron:nightly-backup")'
-#   hub-sub 'cron:*' --durable morning-report --drain  # a morning cron job: what happened since its last run
+#   hub-sub 'cron:*' --durable morning-report --all --drain  # a morning cron job: what happened since its last run
 set -eu
 
 export HUB_URL="${HUB_URL:-ws://127.0.0.1:7357}"
-dest=/var/backups/nightly
+dest="${BACKUP_DIR:-/var/backups/nightly}"
 mkdir -p "$dest"
 
 # --capture also publishes each output line as a `log` event on the same topic,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-serve");
     let args = ServeArgs::parse();
     match execute(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,3 +16,6 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,4 +1,159 @@
 //! Command-line definitions of the four commands (clap derive), each converted into
 //! the library's configuration. The man pages and completions are generated from here.
+//!
+//! Shared by the client commands: the hub connection flags (`--url`, `--token`,
+//! `--token-file`), verbosity (`-v`, `-q`), duration parsing and logging setup.
+//! Each command's own flags live in its module.
 
+pub mod docs;
+pub mod emit;
 pub mod serve;
+pub mod sub;
+pub mod tail;
+
+use crate::client::ConnectOptions;
+use crate::exit::Exit;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the hub, and how much to say on stderr.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is
+    /// added when missing).
+    #[arg(long, env = "HUB_URL", value_name = "URL", default_value = crate::DEFAULT_URL)]
+    pub url: String,
+
+    /// Token for a hub started with --token, sent as `Authorization: Bearer`.
+    /// Prefer HUB_TOKEN or --token-file: a --token is visible in `ps`.
+    #[arg(long, env = "HUB_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Read the token from FILE (first line; surrounding whitespace is ignored).
+    /// Takes precedence over --token and HUB_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Say more on stderr (-v: connections and counts, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Say nothing on stderr except the error that ends the command.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+impl HubArgs {
+    /// The token from --token-file, --token or HUB_TOKEN.
+    ///
+    /// # Errors
+    /// [`Exit`] with code 2 when the file cannot be read or is empty.
+    pub fn token(&self) -> Result<Option<String>, Exit> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Exit::usage(format!("cannot read --token-file {}: {e}", path.display()))
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                return Err(Exit::usage(format!(
+                    "--token-file {} is empty: it should hold the token on its first line",
+                    path.display()
+                )));
+            }
+            return Ok(Some(token));
+        }
+        Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
+
+    /// Connection options with this URL and token, retrying outages for `timeout`.
+    pub fn connect_options(&self, timeout: Option<Duration>) -> Result<ConnectOptions, Exit> {
+        Ok(ConnectOptions {
+            url: self.url.clone(),
+            token: self.token()?,
+            timeout,
+        })
+    }
+
+    /// Sends `tracing` output to stderr at the level -v / -q ask for (default: warnings).
+    /// `RUST_LOG` overrides.
+    pub fn init_logging(&self, program: &'static str) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            _ => "debug",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hub={level}")));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(color_on_stderr())
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .event_format(Prefixed(program))
+            .try_init();
+    }
+}
+
+/// True when stderr is a terminal and `NO_COLOR` is not set (https://no-color.org).
+/// clap's help follows `NO_COLOR` by itself (anstream); logs ask here.
+pub fn color_on_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// Formats log lines as `PROGRAM: message`, like the rest of the command's stderr.
+struct Prefixed(&'static str);
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Prefixed
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "{}: ", self.0)?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Parses a duration: `500ms`, `30s`, `10m`, `2h`, `1h30m`; a bare number is seconds.
+///
+/// # Errors
+/// A message naming what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); use e.g. 500ms, 30s, 10m, 2h or a number of seconds")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        let e = parse_duration("soon").unwrap_err();
+        assert!(e.contains("500ms"), "{e}");
+        assert!(parse_duration("-1").is_err());
+    }
+}

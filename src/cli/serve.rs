@@ -1,6 +1,7 @@
 //! `hub-serve` command line: clap definitions and their conversion into the
 //! library's configurations.
 
+use super::docs::Page;
 use crate::broker::BrokerConfig;
 use crate::server::ServerConfig;
 use crate::store::{FsyncMode, LogConfig, default_data_dir};
@@ -8,27 +9,91 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The documentation after `--help` and in `man hub-serve`.
+pub const PAGE: Page = Page {
+    examples: &[
+        (
+            "Start the hub on ws://127.0.0.1:7357, its log in ~/.local/state/hub",
+            "hub-serve",
+        ),
+        (
+            "A free port and nothing on disk (tests, one CI job); stderr names the port",
+            "hub-serve --listen 127.0.0.1:0 --memory",
+        ),
+        (
+            "Reachable from other hosts: a token kept out of ps, fsync before every ack",
+            "hub-serve --listen 0.0.0.0:7357 --token-file /etc/hub/token --fsync always",
+        ),
+        (
+            "Retention: drop segments older than a week, trim the log to about 512 MiB",
+            "hub-serve --retain-age 7d --retain-bytes 512MiB",
+        ),
+        (
+            "Is it up, and what does it hold?",
+            "curl -s http://127.0.0.1:7357/status",
+        ),
+    ],
+    exit_status: &[
+        ("0", "Stopped cleanly after SIGINT or SIGTERM."),
+        (
+            "1",
+            "Cannot start or run: port in use, data dir locked by another hub-serve or unreadable, unreadable token file.",
+        ),
+        ("2", "Bad usage (unknown flag, invalid value)."),
+    ],
+    environment: &[
+        ("HUB_LISTEN", "Address to listen on, as --listen."),
+        ("HUB_DATA_DIR", "Where the event log lives, as --data-dir."),
+        ("HUB_TOKEN", "The token every request needs, as --token."),
+        (
+            "XDG_STATE_HOME",
+            "The default data dir is $XDG_STATE_HOME/hub (else ~/.local/state/hub).",
+        ),
+        (
+            "RUST_LOG",
+            "Log filter for stderr (e.g. hub=debug); overrides -v and -q.",
+        ),
+        (
+            "NO_COLOR",
+            "When set (non-empty), no colors in help or logs.",
+        ),
+        (
+            "NOTIFY_SOCKET",
+            "Set by systemd for Type=notify units: hub-serve reports READY=1 once the log is open and the port is served, STOPPING=1 on shutdown.",
+        ),
+    ],
+    files: &[(
+        "~/.local/state/hub/",
+        "The default data dir (--data-dir; $XDG_STATE_HOME/hub/ when that is set): the event log in segment files named by their first id (00000000000000000001.log ...), cursors.json (the cursors of hub-sub --durable) and LOCK, held while a hub-serve uses the directory.",
+    )],
+    notes: &[
+        (
+            "Endpoints",
+            "GET /ws (WebSocket; topic=, where=, since=, last= in the query subscribe at once), POST /publish (one event or JSON lines), GET /events (polling, wait=30s long-polls), GET /tasks, GET /health, GET /status, GET /metrics (Prometheus).",
+        ),
+        (
+            "Durability",
+            "An event is acknowledged only after it is written to the log. --fsync always fsyncs before the ack; batch (the default) at least every 100 ms, so a power loss loses at most that window; never leaves it to the OS. All three survive a crash or kill -9 of hub-serve; a torn final record is dropped at start.",
+        ),
+        (
+            "Slow subscribers",
+            "Each subscription has a bounded outbox; when it is full, that subscriber alone reads on from the log and rejoins live. It gets a gap frame only when retention has removed events it had not read yet.",
+        ),
+        (
+            "Signals",
+            "SIGINT and SIGTERM: stop accepting, flush the log, close every WebSocket with 1001 and exit 0 within 5 s.",
+        ),
+    ],
+};
+
 /// The broker of hub: WebSocket + HTTP on one port, a durable event log, fan-out.
 #[derive(Debug, Parser)]
 #[command(
     name = "hub-serve",
     version,
     about = "The hub broker: WebSocket + HTTP on one port, a durable event log, fan-out",
-    after_help = "\
-Examples:
-  hub-serve                                  # ws://127.0.0.1:7357, log in ~/.local/state/hub
-  hub-serve --listen 127.0.0.1:0 --memory    # a free port, nothing on disk
-  hub-serve --listen 0.0.0.0:7357 --token-file /etc/hub/token --fsync always
-
-Endpoints: GET /ws (WebSocket), POST /publish, GET /events, GET /tasks,
-GET /health, GET /status, GET /metrics.
-
-Slow subscribers: each subscription has a bounded outbox; when it is full the
-subscriber alone reads on from the log and rejoins live. It gets a `gap` frame
-only when retention has removed events it had not read yet.
-
-Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the hub cannot
-start or run (port in use, data dir locked or unreadable), 2 on bad usage."
+    after_help = PAGE.help(),
+    after_long_help = PAGE.long_help()
 )]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the first stderr line names it).
@@ -245,10 +310,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(
-            std::env::var_os("NO_COLOR").is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
+        .with_ansi(super::color_on_stderr())
         .with_target(false)
         .try_init();
 }

@@ -1,0 +1,22 @@
+//! `hub-emit`: publish events to a hub. Everything is in [`hub::cli::emit`].
+//!
+//! A current-thread runtime: one connection and one event loop, and it starts fast
+//! (a one-shot `hub-emit` is meant to take a few milliseconds).
+
+use clap::Parser;
+use hub::cli::emit::{EmitArgs, run};
+use std::process::ExitCode;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-emit");
+    let args = EmitArgs::parse();
+    args.hub.init_logging("hub-emit");
+    match run(args).await {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => ExitCode::from(hub::exit::report("hub-emit", &err)),
+    }
+}
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

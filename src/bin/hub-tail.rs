@@ -1,0 +1,23 @@
+//! `hub-tail`: follow log files and publish each line to the hub. See
+//! [`hub::cli::tail`] and [`hub::follow`].
+
+use clap::Parser;
+use hub::cli::tail::{TailArgs, main as tail_main};
+use std::process::ExitCode;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    hub::cli::docs::generate_if_asked("hub-tail");
+    let args = TailArgs::parse();
+    args.hub.init_logging("hub-tail");
+    match tail_main(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hub-tail: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

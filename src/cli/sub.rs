@@ -1,0 +1,549 @@
+//! `hub-sub`: subscribe and print matching events as JSON lines (SPEC §4).
+//!
+//! One [`Subscriber`] (reconnecting, resuming after the last printed id), a
+//! buffered stdout flushed whenever no more frames are immediately pending, and the
+//! stop conditions (`--count`, `--until`, `--wait-task`, `--drain`, `--timeout`).
+
+use super::docs::Page;
+use super::{HubArgs, parse_duration};
+use crate::client::{ClientError, Start, SubEvent, SubscribeOptions, Subscriber, seconds};
+use crate::event::Event;
+use crate::exit::{self, Exit};
+use crate::matching::{Filter, Matcher};
+use crate::output::{Format, ProgressView, write_event};
+use anyhow::Context;
+use clap::Parser;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The task types `--wait-task` and `--progress` follow.
+const TASK_TYPES: [&str; 4] = ["task_started", "progress", "task_completed", "task_failed"];
+
+/// The documentation after `--help` and in `man hub-sub`.
+pub const PAGE: Page = Page {
+    examples: &[
+        (
+            "Every task event where data.percent is 100",
+            "hub-sub 'task:*' --where data.percent=100",
+        ),
+        (
+            "The last 100 lines of a log, then live, as short text lines",
+            "hub-sub log:nginx --last 100 --format text",
+        ),
+        (
+            "Topics of failed tasks, through jq",
+            "hub-sub --type task_failed | jq -r .topic",
+        ),
+        (
+            "CI gate: wait for a task; exit 0 when it completes, 1 when it fails",
+            "hub-sub --wait-task ci:pipeline-7 --timeout 30m",
+        ),
+        (
+            "Cron: what is new since the last run of this report, then exit",
+            "hub-sub 'backup:*' --durable nightly-report --drain",
+        ),
+        (
+            "A live progress bar per task",
+            "hub-sub 'task:*' --progress",
+        ),
+        (
+            "Subscribe in the background, then publish without a race",
+            "hub-sub t --count 1 --ready-file /tmp/ready & while [ ! -e /tmp/ready ]; do sleep 0.05; done; hub-emit t",
+        ),
+    ],
+    exit_status: &[
+        (
+            "0",
+            "Done: --count, --until or --drain reached, the --wait-task task completed, or stdout was closed.",
+        ),
+        ("1", "The --wait-task task failed."),
+        ("2", "Bad usage (invalid pattern, filter, type or flag)."),
+        (
+            "3",
+            "The hub was unreachable within --connect-timeout (or dropped with --no-reconnect).",
+        ),
+        ("4", "Refused by the hub: auth, limits."),
+        ("124", "--timeout expired (as timeout(1))."),
+    ],
+    environment: &super::docs::CLIENT_ENV,
+    files: &[],
+    notes: &[
+        (
+            "Output",
+            "One event per line on stdout, compact JSON, flushed per line (--format data: only data; text: TS TOPIC TYPE and data.message, data.line or compact data). Diagnostics go to stderr.",
+        ),
+        (
+            "Reconnecting",
+            "After a dropped connection hub-sub reconnects (backoff 0.5 s doubling to 30 s, with jitter) and resumes after the last event it printed: nothing lost, nothing printed twice. --no-reconnect fails fast instead.",
+        ),
+    ],
+};
+
+/// Subscribe to a hub and print matching events, one compact JSON object per line.
+/// Reconnects by itself and resumes after the last event it printed.
+#[derive(Parser, Debug)]
+#[command(
+    name = "hub-sub",
+    version,
+    after_help = PAGE.help(),
+    after_long_help = PAGE.long_help()
+)]
+pub struct SubArgs {
+    /// Topic patterns (globs: * any run, ? one character, [abc] a class), OR-ed.
+    /// None: every topic.
+    #[arg(value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+
+    /// Only events where FIELD=VALUE or FIELD!=VALUE (dotted path, e.g.
+    /// data.status=failed); repeat to AND them.
+    #[arg(long = "where", short = 'w', value_name = "F=V")]
+    pub filters: Vec<String>,
+
+    /// Only events of this type; repeat to OR them.
+    #[arg(long = "type", short = 't', value_name = "T")]
+    pub types: Vec<String>,
+
+    /// Start after event ID (replay from the log, then live).
+    #[arg(long, value_name = "ID", group = "start")]
+    pub since: Option<u64>,
+
+    /// Start with the last N matching events, then live.
+    #[arg(long, value_name = "N", group = "start")]
+    pub last: Option<u64>,
+
+    /// Start with everything the hub retains (= --since 0).
+    #[arg(long, group = "start")]
+    pub all: bool,
+
+    /// Exit 0 after printing N events.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Exit 0 after printing the first event where F=V (or F!=V).
+    #[arg(long, value_name = "F=V")]
+    pub until: Option<String>,
+
+    /// Wait for task TOPIC to end: exit 0 when it completes, 1 when it fails (at
+    /// once if it already ended). Prints the task's events.
+    #[arg(long, value_name = "TOPIC", conflicts_with = "patterns")]
+    pub wait_task: Option<String>,
+
+    /// Exit 0 once caught up with the log (after the replay).
+    #[arg(long)]
+    pub drain: bool,
+
+    /// Exit 124 after DUR (e.g. 30s, 10m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Exit 3 when the first connection cannot be made within DUR.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Exit 3 at once when the hub cannot be reached or the connection drops,
+    /// instead of reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
+
+    /// Keep a cursor named NAME in the hub: the next run with the same NAME starts
+    /// after the last event this run printed. A new NAME starts live unless
+    /// --since/--last/--all says otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub durable: Option<String>,
+
+    /// What to print per event.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Draw a live progress bar per task on stderr instead of printing events
+    /// (plain lines when stderr is not a terminal).
+    #[arg(long)]
+    pub progress: bool,
+
+    /// Create PATH once the hub has confirmed the subscription.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// What decides the end of a run.
+struct Stop {
+    count: Option<u64>,
+    until: Option<Filter>,
+    wait_task: Option<String>,
+    drain: bool,
+}
+
+/// Runs `hub-sub` and returns its exit code.
+pub async fn run(args: SubArgs) -> anyhow::Result<u8> {
+    let (spec, stop) = plan(&args)?;
+    let connect_timeout = match args.timeout {
+        Some(t) => t.min(args.connect_timeout),
+        None => args.connect_timeout,
+    };
+    let opts = args.hub.connect_options(Some(connect_timeout))?;
+    let started = std::time::Instant::now();
+    let mut sub = Subscriber::connect(&opts, spec, !args.no_reconnect).await?;
+    // Once connected, outages are waited out (and said on stderr) unless
+    // --no-reconnect.
+    sub.set_timeout(None);
+    tracing::info!("connected to {}", sub.url());
+    let mut session = Session {
+        sub,
+        out: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+        format: args.format,
+        progress: args.progress.then(ProgressView::new),
+        ready_file: args.ready_file.clone(),
+        ready: false,
+        printed: 0,
+        flushed_id: None,
+        saved_id: None,
+        quiet: args.hub.quiet,
+        reconnecting: false,
+        stdout_watch: watch_stdout(),
+    };
+    let result = match args.timeout {
+        Some(t) => {
+            let left = t.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, session.run(&stop)).await {
+                Ok(r) => r,
+                Err(_) => Err(Exit::new(
+                    exit::TIMEOUT,
+                    format!(
+                        "--timeout {} expired after {} event(s)",
+                        seconds(t),
+                        session.printed
+                    ),
+                )
+                .into()),
+            }
+        }
+        None => session.run(&stop).await,
+    };
+    // Whatever ended the run: what was printed reaches stdout, and the cursor follows.
+    let flushed = session.flush().await;
+    if let Some(p) = &mut session.progress {
+        p.finish();
+    }
+    session.sub.close().await;
+    let code = result?;
+    flushed?;
+    Ok(code)
+}
+
+/// Validates the flags and turns them into a subscription and stop conditions.
+fn plan(args: &SubArgs) -> Result<(SubscribeOptions, Stop), anyhow::Error> {
+    let mut topics = args.patterns.clone();
+    let mut types = args.types.clone();
+    for t in &types {
+        crate::event::validate_type(t).map_err(|e| Exit::usage(format!("--type: {e}")))?;
+    }
+    if let Some(task) = &args.wait_task {
+        crate::event::validate_topic(task).map_err(|e| Exit::usage(format!("--wait-task: {e}")))?;
+        topics = vec![task.clone()];
+        types = vec![
+            "task_started".into(),
+            "task_completed".into(),
+            "task_failed".into(),
+        ];
+    } else if args.progress && types.is_empty() {
+        types = TASK_TYPES.iter().map(|t| t.to_string()).collect();
+    }
+    // Patterns and filters are checked here so a typo is exit 2 with the reason.
+    Matcher::new(&topics, &types, &args.filters)?;
+    let until = match &args.until {
+        Some(u) => Some(u.parse::<Filter>().context("--until")?),
+        None => None,
+    };
+    if let Some(name) = &args.durable {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@".contains(&b));
+        if !ok {
+            return Err(Exit::usage(format!(
+                "invalid --durable name {name:?}: 1-128 of A-Z a-z 0-9 _ - . : / @"
+            ))
+            .into());
+        }
+    }
+    if args.count == Some(0) {
+        return Err(Exit::usage("--count must be at least 1").into());
+    }
+    let start = match (args.since, args.last, args.all) {
+        (Some(id), _, _) => Start::Since(id),
+        (_, Some(n), _) => Start::Last(n),
+        (_, _, true) => Start::Since(0),
+        _ if args.wait_task.is_some() => Start::Last(1),
+        _ => Start::Live,
+    };
+    let spec = SubscribeOptions {
+        topics,
+        filters: args.filters.clone(),
+        types,
+        start,
+        durable: args.durable.clone(),
+    };
+    let stop = Stop {
+        count: args.count,
+        until,
+        wait_task: args.wait_task.clone(),
+        drain: args.drain,
+    };
+    Ok((spec, stop))
+}
+
+/// A running subscription and what it printed.
+struct Session {
+    sub: Subscriber,
+    out: std::io::BufWriter<std::io::Stdout>,
+    format: Format,
+    progress: Option<ProgressView>,
+    ready_file: Option<PathBuf>,
+    ready: bool,
+    printed: u64,
+    /// The last event id written out of the buffer (flushed to stdout).
+    flushed_id: Option<u64>,
+    /// The last id given to the hub as the durable cursor.
+    saved_id: Option<u64>,
+    quiet: bool,
+    reconnecting: bool,
+    /// stdout when it is a pipe or socket, watched for its reader going away.
+    stdout_watch: Option<AsyncFd<OwnedFd>>,
+}
+
+/// stdout, if it is a pipe or a socket, registered to learn when its reader is gone
+/// (epoll reports an error on the write end of a pipe whose read end is closed).
+fn watch_stdout() -> Option<AsyncFd<OwnedFd>> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(fd);
+    let kind = file.metadata().ok()?.file_type();
+    if !(kind.is_fifo() || kind.is_socket()) {
+        return None;
+    }
+    // SAFETY: the OwnedFd is a fresh duplicate owned by the AsyncFd: it stays open and
+    // names the same file description until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(OwnedFd::from(file), Interest::ERROR) }.ok()
+}
+
+/// Resolves when the watched stdout has no reader any more; never without a watch.
+async fn stdout_closed(watch: &Option<AsyncFd<OwnedFd>>) {
+    match watch {
+        Some(fd) => {
+            let _ = fd.ready(Interest::ERROR).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// Prints events until a stop condition holds; returns the exit code.
+    async fn run(&mut self, stop: &Stop) -> anyhow::Result<u8> {
+        loop {
+            let item = match self.sub.next_ready() {
+                Some(item) => item,
+                None => {
+                    // Nothing more is pending: one write for the whole burst.
+                    self.flush().await?;
+                    tokio::select! {
+                        biased;
+                        item = self.sub.next() => item,
+                        // `| head -1` has exited: end now, not at the next event.
+                        _ = stdout_closed(&self.stdout_watch) => return Ok(exit::OK),
+                    }
+                }
+            };
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => return Err(self.explain(e)),
+            };
+            match item {
+                SubEvent::Event { event, json } => {
+                    self.print(&event, &json)?;
+                    if let Some(code) = decide(stop, &event, self.printed) {
+                        return Ok(code);
+                    }
+                }
+                SubEvent::Subscribed { last_id } => {
+                    if self.reconnecting && !self.quiet {
+                        eprintln!("hub-sub: reconnected to {}", self.sub.url());
+                    }
+                    self.reconnecting = false;
+                    if !self.ready {
+                        self.ready = true;
+                        if let Some(path) = &self.ready_file {
+                            std::fs::File::create(path).with_context(|| {
+                                format!("creating --ready-file {}", path.display())
+                            })?;
+                        }
+                    }
+                    tracing::debug!("subscribed; the hub's newest id is {last_id}");
+                }
+                SubEvent::Live { .. } => {
+                    if stop.drain {
+                        return Ok(exit::OK);
+                    }
+                }
+                SubEvent::Gap { from, to, reason } => {
+                    if !self.quiet {
+                        eprintln!(
+                            "hub-sub: events {from}..{to} were lost before they could be printed ({reason})"
+                        );
+                    }
+                }
+                SubEvent::Reconnecting { cause, delay } => {
+                    self.flush().await?;
+                    if !self.quiet {
+                        let after = self
+                            .sub
+                            .last_id()
+                            .map(|id| format!(", resuming after event {id}"))
+                            .unwrap_or_default();
+                        eprintln!(
+                            "hub-sub: {} ({cause}); reconnecting in {}{after}",
+                            if self.reconnecting {
+                                "hub still unreachable"
+                            } else {
+                                "connection to the hub lost"
+                            },
+                            seconds(delay)
+                        );
+                    }
+                    self.reconnecting = true;
+                }
+            }
+        }
+    }
+
+    fn print(&mut self, event: &Event, json: &str) -> anyhow::Result<()> {
+        match &mut self.progress {
+            Some(view) => view.update(event),
+            None => {
+                write_event(&mut self.out, self.format, event, json).context("writing to stdout")?
+            }
+        }
+        self.printed += 1;
+        Ok(())
+    }
+
+    /// Flushes stdout, then moves the durable cursor to what is now printed.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("writing to stdout")?;
+        self.flushed_id = self.sub.last_id();
+        if let Some(id) = self.flushed_id
+            && self.saved_id != Some(id)
+        {
+            self.sub.save_cursor(id).await;
+            self.saved_id = Some(id);
+        }
+        Ok(())
+    }
+
+    /// Adds what to do about a client error.
+    fn explain(&self, e: ClientError) -> anyhow::Error {
+        match &e {
+            ClientError::Disconnected { .. } => anyhow::Error::from(e)
+                .context("the connection dropped and --no-reconnect was given"),
+            _ => e.into(),
+        }
+    }
+}
+
+/// The exit code if this event ends the run.
+fn decide(stop: &Stop, event: &Event, printed: u64) -> Option<u8> {
+    if let Some(task) = &stop.wait_task
+        && &event.topic == task
+    {
+        match event.kind.as_str() {
+            "task_completed" => return Some(exit::OK),
+            "task_failed" => return Some(exit::FAILURE),
+            _ => {}
+        }
+    }
+    if stop.until.as_ref().is_some_and(|f| f.matches(event)) {
+        return Some(exit::OK);
+    }
+    if stop.count.is_some_and(|n| printed >= n) {
+        return Some(exit::OK);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use serde_json::json;
+
+    fn args(argv: &[&str]) -> SubArgs {
+        SubArgs::try_parse_from(std::iter::once("hub-sub").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        SubArgs::command().debug_assert();
+        assert!(SubArgs::try_parse_from(["hub-sub", "--since", "1", "--last", "2"]).is_err());
+    }
+
+    #[test]
+    fn plans() {
+        let (spec, _) = plan(&args(&["task:*", "-w", "data.a=1", "--last", "5"])).unwrap();
+        assert_eq!(spec.start, Start::Last(5));
+        assert_eq!(spec.topics, vec!["task:*"]);
+        let (spec, stop) = plan(&args(&["--wait-task", "ci:7"])).unwrap();
+        assert_eq!(spec.start, Start::Last(1));
+        assert_eq!(spec.topics, vec!["ci:7"]);
+        assert_eq!(spec.types.len(), 3);
+        assert!(stop.wait_task.is_some());
+        let (spec, _) = plan(&args(&["--all", "--durable", "nightly"])).unwrap();
+        assert_eq!(spec.start, Start::Since(0));
+        assert_eq!(spec.durable.as_deref(), Some("nightly"));
+        for bad in [
+            vec!["--where", "nofield"],
+            vec!["--type", "Bad"],
+            vec!["--durable", "a b"],
+            vec!["--until", "x"],
+            vec!["--count", "0"],
+            vec!["[unclosed"],
+        ] {
+            let e = plan(&args(&bad)).err().unwrap();
+            assert_eq!(exit::code_for(&e), exit::USAGE, "{bad:?}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let mut ev = Event {
+            id: 1,
+            ts: 0,
+            topic: "ci:7".into(),
+            kind: "task_failed".into(),
+            source: None,
+            key: None,
+            data: json!({"status": "done"}),
+        };
+        let stop = Stop {
+            count: Some(3),
+            until: Some("data.status=done".parse().unwrap()),
+            wait_task: Some("ci:7".into()),
+            drain: false,
+        };
+        assert_eq!(decide(&stop, &ev, 1), Some(exit::FAILURE));
+        ev.kind = "task_completed".into();
+        assert_eq!(decide(&stop, &ev, 1), Some(exit::OK));
+        ev.kind = "task_started".into();
+        assert_eq!(decide(&stop, &ev, 1), Some(exit::OK), "--until matched");
+        ev.data = json!({});
+        assert_eq!(decide(&stop, &ev, 1), None);
+        assert_eq!(decide(&stop, &ev, 3), Some(exit::OK));
+    }
+}

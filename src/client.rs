@@ -1,0 +1,1318 @@
+//! The client side of the wire, shared by `hub-emit`, `hub-sub` and `hub-tail`: one
+//! reconnecting WebSocket client that only moves [`crate::protocol`] frames.
+//!
+//! - [`normalize_url`]: `ws://h:p`, `ws://h:p/ws`, `http://h:p` and `h:p` all name the
+//!   same endpoint; `/ws` is added when missing.
+//! - Every connection sets TCP_NODELAY and sends the token as
+//!   `Authorization: Bearer` (never in the URL, so it stays out of server logs).
+//! - [`Backoff`]: 0.5 s doubling to 30 s, with ±20 % jitter, reset after a success.
+//! - Close codes keep the retry meaning of SPEC §3 ([`close::is_retryable`]): after
+//!   1001, 1006, 4429, 4500 the client reconnects; after 1003, 1008, 1009, 4400, 4401
+//!   and 4403 it stops with [`ClientError::Refused`].
+//! - [`Publisher`]: a handle to a background task that owns the connection. Events
+//!   are pipelined (up to [`WINDOW`] unacknowledged), written in batches, and kept
+//!   until the hub acknowledges them; after a reconnect the unacknowledged ones are
+//!   sent again with the same idempotency `key`, so the hub stores each once.
+//! - [`Subscriber`]: one subscription that resumes `since` the last event it handed
+//!   out, so a hub restart neither loses nor repeats an event.
+//!
+//! What this module is not: it does not print anything (callers decide what a person
+//! sees; reconnect attempts are reported through `tracing` and [`SubEvent`]), and it
+//! parses no command lines.
+
+use crate::event::{Event, EventError, NewEvent};
+use crate::protocol::{ClientFrame, ServerFrame, close};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The most events a [`Publisher`] keeps in flight (sent, not yet acknowledged).
+/// Enough to keep a loopback link busy; small enough that a reconnect resends little.
+pub const WINDOW: usize = 4096;
+/// The longest one connection attempt (TCP connect + handshake) may take.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+/// How long a graceful close waits for the hub's close reply.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a client operation failed. Cheap to clone: a publisher that gives up hands the
+/// same error to every event it still held.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClientError {
+    /// Bad input given to the client (URL, token): retrying cannot help.
+    #[error("{0}")]
+    Usage(String),
+    /// An event failed local validation before it was sent.
+    #[error(transparent)]
+    InvalidEvent(#[from] EventError),
+    /// No connection could be made before the timeout.
+    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", seconds(*waited))]
+    Unreachable {
+        url: String,
+        cause: String,
+        waited: Duration,
+    },
+    /// The connection dropped and reconnecting was not allowed.
+    #[error("lost the connection to the hub at {url}: {cause}")]
+    Disconnected { url: String, cause: String },
+    /// The hub said no: auth, limits, an invalid event or subscription.
+    #[error("the hub at {url} refused: {message} ({code})")]
+    Refused {
+        url: String,
+        code: String,
+        message: String,
+    },
+    /// The publisher task is gone (the handle outlived its runtime).
+    #[error("the connection to the hub was closed")]
+    Closed,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// The hub URL in any accepted spelling (see [`normalize_url`]).
+    pub url: String,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// How long one outage may last before the client gives up with
+    /// [`ClientError::Unreachable`]; `None` retries forever (hub-tail: the file is the
+    /// buffer). Measured from the first failed attempt of that outage.
+    pub timeout: Option<Duration>,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        ConnectOptions {
+            url: url.into(),
+            token: None,
+            timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Turns any accepted spelling of the hub address into the WebSocket URL:
+/// `ws://h:p`, `ws://h:p/`, `ws://h:p/ws`, `http://h:p`, `h:p` → `ws://h:p/ws`.
+/// A path other than `/ws` gets `/ws` appended (a hub behind a path prefix); a query
+/// string is kept.
+///
+/// # Errors
+/// [`ClientError::Usage`] for an empty host, an unknown scheme, or TLS (`wss://`,
+/// `https://`), which this build does not speak.
+pub fn normalize_url(input: &str) -> Result<String, ClientError> {
+    let s = input.trim();
+    let bad = |reason: &str| {
+        ClientError::Usage(format!(
+            "invalid hub URL {input:?}: {reason} (accepted: ws://HOST:PORT, ws://HOST:PORT/ws, http://HOST:PORT)"
+        ))
+    };
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => ("ws".to_string(), s),
+    };
+    match scheme.as_str() {
+        "ws" | "http" => {}
+        "wss" | "https" => {
+            return Err(bad(
+                "TLS is not supported; the hub speaks plain ws:// (put a TLS proxy in front of it)",
+            ));
+        }
+        _ => return Err(bad("unknown scheme")),
+    }
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path_query) = rest.split_at(split);
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return Err(bad("missing or invalid host"));
+    }
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_query, None),
+    };
+    let path = path.trim_end_matches('/');
+    let mut url = format!("ws://{authority}{path}");
+    if !path.ends_with("/ws") {
+        url.push_str("/ws");
+    }
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    Ok(url)
+}
+
+/// Reconnect delays: 0.5 s doubling to 30 s, each with ±20 % jitter so that many
+/// clients of a restarted hub do not come back in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(500);
+    pub const MAX: Duration = Duration::from_secs(30);
+
+    pub fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// Back to the first delay (after a successful connection).
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(Self::MAX);
+        base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The outcome of one failed connection attempt.
+enum Failure {
+    /// Worth retrying (refused, reset, 429, 503, ...). The text names the cause.
+    Transient(String),
+    /// Retrying cannot help.
+    Fatal(ClientError),
+}
+
+/// One connection attempt: TCP (with TCP_NODELAY) + WebSocket handshake, bounded by
+/// `limit`.
+async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Ws, Failure> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {e}"))))?;
+    if let Some(t) = token {
+        let value = format!("Bearer {t}").parse().map_err(|_| {
+            Failure::Fatal(ClientError::Usage(
+                "invalid token: a token is printable ASCII without spaces".into(),
+            ))
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let config = WebSocketConfig::default();
+    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    match tokio::time::timeout(limit, attempt).await {
+        Err(_) => Err(Failure::Transient(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        ))),
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(classify(url, e)),
+    }
+}
+
+/// Sorts a handshake error into retry or stop, with a cause a person can act on.
+fn classify(url: &str, e: tungstenite::Error) -> Failure {
+    use tungstenite::Error as E;
+    match e {
+        E::Http(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.body().as_deref().unwrap_or_default();
+            let (code, message) = match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => (
+                    v["code"].as_str().unwrap_or_default().to_string(),
+                    v["message"].as_str().unwrap_or_default().to_string(),
+                ),
+                Err(_) => (
+                    String::new(),
+                    String::from_utf8_lossy(body).trim().to_string(),
+                ),
+            };
+            let message = if message.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {message}")
+            };
+            let code = if code.is_empty() {
+                status.to_string()
+            } else {
+                code
+            };
+            match status {
+                429 | 500..=599 => Failure::Transient(message),
+                404 => Failure::Fatal(ClientError::Refused {
+                    url: url.to_string(),
+                    code,
+                    message: format!("{message} (is this a hub? its WebSocket path is /ws)"),
+                }),
+                _ => Failure::Fatal(ClientError::Refused {
+                    url: url.to_string(),
+                    code,
+                    message,
+                }),
+            }
+        }
+        E::Url(u) => Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {u}"))),
+        E::Io(io) => Failure::Transient(io.to_string()),
+        other => Failure::Transient(other.to_string()),
+    }
+}
+
+/// Connects, retrying transient failures with `backoff` until `timeout` has passed
+/// since the first attempt. `on_retry(cause, delay)` is told about each retry.
+async fn connect_with_retry(
+    url: &str,
+    token: Option<&str>,
+    timeout: Option<Duration>,
+    backoff: &mut Backoff,
+    mut on_retry: impl FnMut(&str, Duration),
+) -> Result<Ws, ClientError> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        let limit = left
+            .unwrap_or(ATTEMPT_LIMIT)
+            .clamp(Duration::from_millis(100), ATTEMPT_LIMIT);
+        match open(url, token, limit).await {
+            Ok(ws) => {
+                backoff.reset();
+                return Ok(ws);
+            }
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Transient(cause)) => {
+                let mut delay = backoff.next_delay();
+                if let Some(t) = timeout {
+                    let elapsed = start.elapsed();
+                    if elapsed >= t {
+                        return Err(ClientError::Unreachable {
+                            url: url.to_string(),
+                            cause,
+                            waited: round_duration(elapsed),
+                        });
+                    }
+                    // One last attempt right at the deadline.
+                    delay = delay.min(t - elapsed);
+                }
+                on_retry(&cause, delay);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// `1.1s`, for messages.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Rounds to 0.1 s for messages.
+fn round_duration(d: Duration) -> Duration {
+    Duration::from_millis((d.as_millis() as u64).div_ceil(100) * 100)
+}
+
+/// A close frame's code and reason, from a received message.
+fn close_parts(frame: Option<tungstenite::protocol::CloseFrame>) -> (u16, String) {
+    match frame {
+        Some(f) => (u16::from(f.code), f.reason.as_str().to_string()),
+        None => (close::ABNORMAL, String::new()),
+    }
+}
+
+/// A person-readable name for a close code.
+fn describe_close(code: u16, reason: &str) -> String {
+    let what = match code {
+        close::NORMAL => "closed",
+        close::GOING_AWAY => "going away (restart or shutdown)",
+        close::UNSUPPORTED => "unsupported frame",
+        close::ABNORMAL => "connection dropped",
+        close::POLICY => "policy violation",
+        close::TOO_BIG => "frame too big",
+        close::BAD_REQUEST => "bad request",
+        close::UNAUTHORIZED => "unauthorized (check --token / HUB_TOKEN)",
+        close::FORBIDDEN => "forbidden",
+        close::TOO_MANY => "too many connections or subscriptions",
+        close::INTERNAL => "internal error",
+        _ => "closed",
+    };
+    if reason.is_empty() {
+        format!("close {code}: {what}")
+    } else {
+        format!("close {code}: {what}: {reason}")
+    }
+}
+
+/// The error `code` name of a refusal close code.
+fn close_code_name(code: u16) -> &'static str {
+    match code {
+        close::UNAUTHORIZED => "unauthorized",
+        close::FORBIDDEN => "forbidden",
+        close::BAD_REQUEST | close::UNSUPPORTED | close::POLICY => "bad_request",
+        close::TOO_BIG => "too_large",
+        close::TOO_MANY => "too_many",
+        _ => "closed",
+    }
+}
+
+/// Sends a close frame and waits (briefly) for the hub's reply, so that every frame
+/// sent before it is processed before the connection goes.
+async fn close_gracefully(ws: &mut Ws) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if ws.close(None).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------
+// Publisher
+// ---------------------------------------------------------------------------------
+
+/// The id the hub assigned to an event, once it is acknowledged.
+///
+/// A `Ticket` is a future: `ticket.await` gives the id, or the reason the event was
+/// not stored. Dropping it does not cancel the event.
+pub struct Ticket(oneshot::Receiver<Result<u64, ClientError>>);
+
+impl Ticket {
+    /// The outcome if it is already known, without waiting.
+    pub fn try_take(&mut self) -> Option<Result<u64, ClientError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(ClientError::Closed)),
+        }
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<u64, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// The publisher task's connection state, watched by [`Publisher::connect`].
+#[derive(Debug, Clone)]
+enum ConnState {
+    Connecting,
+    Connected,
+    Failed(ClientError),
+}
+
+type Reply = oneshot::Sender<Result<u64, ClientError>>;
+
+/// Publishes events over one reconnecting connection.
+///
+/// The connection lives in a background task (spawned on the current runtime); this
+/// handle is cheap to share (`&self` methods, `Send + Sync`). Events are sent in the
+/// order of [`send`](Publisher::send) calls.
+///
+/// Every event gets an idempotency `key`: the caller's, or `PREFIX-SEQ` with a random
+/// per-publisher prefix. An event the hub has not acknowledged when the connection
+/// drops is sent again, with the same key, after reconnecting: the hub acknowledges a
+/// duplicate with the original id and stores it once.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hub::client::ClientError> {
+/// use hub::client::{ConnectOptions, Publisher};
+/// use hub::event::NewEvent;
+/// let publisher = Publisher::connect(&ConnectOptions::new("ws://127.0.0.1:7357")).await?;
+/// let id = publisher.publish(NewEvent::new("task:build-42")).await?;
+/// let ids = publisher.publish_batch(vec![NewEvent::new("a"), NewEvent::new("b")]).await?;
+/// publisher.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct Publisher {
+    tx: mpsc::Sender<(NewEvent, Reply)>,
+    state: watch::Receiver<ConnState>,
+    task: tokio::task::JoinHandle<()>,
+    url: String,
+    key_prefix: String,
+    seq: AtomicU64,
+}
+
+impl Publisher {
+    /// Starts a publisher that connects in the background: events sent before the
+    /// connection is up wait for it (`hub-emit --run` starts the command at once).
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ClientError::Usage`] for a URL that cannot be understood.
+    pub fn start(opts: &ConnectOptions) -> Result<Publisher, ClientError> {
+        let url = normalize_url(&opts.url)?;
+        let (tx, rx) = mpsc::channel(256);
+        let (state_tx, state) = watch::channel(ConnState::Connecting);
+        let task = tokio::spawn(run_publisher(
+            rx,
+            state_tx,
+            url.clone(),
+            opts.token.clone(),
+            opts.timeout,
+        ));
+        Ok(Publisher {
+            tx,
+            state,
+            task,
+            url,
+            key_prefix: random_prefix(),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts a publisher and waits until its first connection is up.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] after `opts.timeout`, [`ClientError::Refused`] when
+    /// the hub refuses the connection (auth), [`ClientError::Usage`] for a bad URL.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Publisher, ClientError> {
+        let p = Publisher::start(opts)?;
+        let mut state = p.state.clone();
+        let s = state
+            .wait_for(|s| !matches!(s, ConnState::Connecting))
+            .await
+            .map(|s| s.clone())
+            .unwrap_or(ConnState::Failed(ClientError::Closed));
+        match s {
+            ConnState::Failed(e) => Err(e),
+            _ => Ok(p),
+        }
+    }
+
+    /// The normalized URL (for messages).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The random prefix of generated keys (`PREFIX-SEQ`).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// Validates `event`, gives it a key if it has none, and queues it. Waits only
+    /// when [`WINDOW`] events are already in flight.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidEvent`] (nothing is sent), or the error that made the
+    /// publisher give up earlier.
+    pub async fn send(&self, mut event: NewEvent) -> Result<Ticket, ClientError> {
+        event.validate()?;
+        if event.key.is_none() {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            event.key = Some(format!("{}-{n}", self.key_prefix));
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send((event, reply)).await.is_err() {
+            return Err(self.failure());
+        }
+        Ok(Ticket(rx))
+    }
+
+    /// Sends one event and waits for its id.
+    pub async fn publish(&self, event: NewEvent) -> Result<u64, ClientError> {
+        self.send(event).await?.await
+    }
+
+    /// Sends all events pipelined and waits for their ids, in order. Stops at the
+    /// first error (events before it are stored).
+    pub async fn publish_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, ClientError> {
+        let mut tickets = VecDeque::with_capacity(events.len());
+        let mut ids = Vec::with_capacity(events.len());
+        for ev in events {
+            tickets.push_back(self.send(ev).await?);
+            while let Some(r) = tickets.front_mut().and_then(Ticket::try_take) {
+                tickets.pop_front();
+                ids.push(r?);
+            }
+        }
+        for t in tickets {
+            ids.push(t.await?);
+        }
+        Ok(ids)
+    }
+
+    /// True once the publisher has given up (hub unreachable past the timeout, or a
+    /// refusal of the connection); every later send fails at once.
+    pub fn has_failed(&self) -> bool {
+        matches!(*self.state.borrow(), ConnState::Failed(_))
+    }
+
+    /// Waits until every event sent so far is acknowledged (or failed), then closes
+    /// the connection gracefully. With `timeout: None` and the hub down, this waits
+    /// for the hub to come back; bound it with `tokio::time::timeout` if needed.
+    ///
+    /// # Errors
+    /// The error that made the publisher give up, if it did.
+    pub async fn close(self) -> Result<(), ClientError> {
+        let Publisher {
+            tx, task, state, ..
+        } = self;
+        drop(tx);
+        let _ = task.await;
+        match &*state.borrow() {
+            ConnState::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn failure(&self) -> ClientError {
+        match &*self.state.borrow() {
+            ConnState::Failed(e) => e.clone(),
+            _ => ClientError::Closed,
+        }
+    }
+}
+
+/// 12 random lowercase letters and digits: with a sequence number, a key no other
+/// publisher will make.
+fn random_prefix() -> String {
+    let mut rng = fastrand::Rng::new();
+    (0..12)
+        .map(|_| {
+            let n = rng.u8(0..36);
+            if n < 10 {
+                (b'0' + n) as char
+            } else {
+                (b'a' + n - 10) as char
+            }
+        })
+        .collect()
+}
+
+/// An event sent (or to be sent again) and not yet acknowledged.
+struct Pending {
+    req: u64,
+    frame: Utf8Bytes,
+    reply: Reply,
+}
+
+/// The publisher task: connect, (re)send what is pending, pipeline new events, match
+/// acks to requests, reconnect on transient failures.
+async fn run_publisher(
+    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    state: watch::Sender<ConnState>,
+    url: String,
+    token: Option<String>,
+    timeout: Option<Duration>,
+) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut next_req: u64 = 0;
+    let mut backoff = Backoff::new();
+    let mut rx_open = true;
+    let mut was_connected = false;
+    loop {
+        let connected = connect_with_retry(
+            &url,
+            token.as_deref(),
+            timeout,
+            &mut backoff,
+            |cause, delay| {
+                tracing::info!(
+                    "cannot reach the hub at {url}: {cause}; retrying in {}",
+                    seconds(delay)
+                )
+            },
+        )
+        .await;
+        let mut ws = match connected {
+            Ok(ws) => ws,
+            Err(e) => {
+                give_up(e, &mut pending, &mut rx, &state);
+                return;
+            }
+        };
+        if was_connected {
+            tracing::warn!(
+                "reconnected to {url}; sending {} unacknowledged event(s) again",
+                pending.len()
+            );
+        }
+        was_connected = true;
+        state.send_replace(ConnState::Connected);
+        let mut ok = true;
+        for p in &pending {
+            if ws.feed(Message::Text(p.frame.clone())).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if ok && ws.flush().await.is_err() {
+            ok = false;
+        }
+        if !ok {
+            continue;
+        }
+        // The connection loop: returns Some(cause) to reconnect, None when done.
+        let cause: Option<String> = loop {
+            if !rx_open && pending.is_empty() {
+                close_gracefully(&mut ws).await;
+                return;
+            }
+            tokio::select! {
+                biased;
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => handle_publisher_frame(&t, &mut pending, &url),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = close_parts(frame);
+                        if !close::is_retryable(code) {
+                            let e = ClientError::Refused {
+                                url: url.clone(),
+                                code: close_code_name(code).into(),
+                                message: describe_close(code, &reason),
+                            };
+                            give_up(e, &mut pending, &mut rx, &state);
+                            return;
+                        }
+                        break Some(describe_close(code, &reason));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Some(e.to_string()),
+                    None => break Some("connection closed".into()),
+                },
+                cmd = rx.recv(), if rx_open && pending.len() < WINDOW => {
+                    let Some(first) = cmd else {
+                        rx_open = false;
+                        continue;
+                    };
+                    // Batch: everything already queued goes out in one flush.
+                    let mut item = Some(first);
+                    let mut failed = None;
+                    while let Some((event, reply)) = item.take() {
+                        next_req += 1;
+                        let frame = ClientFrame::Publish {
+                            req: Some(next_req.into()),
+                            event,
+                        };
+                        let text = serde_json::to_string(&frame).expect("a frame serializes");
+                        let frame = Utf8Bytes::from(text);
+                        pending.push_back(Pending { req: next_req, frame: frame.clone(), reply });
+                        if failed.is_none()
+                            && let Err(e) = ws.feed(Message::Text(frame)).await
+                        {
+                            failed = Some(e.to_string());
+                        }
+                        if pending.len() < WINDOW {
+                            item = rx.try_recv().ok();
+                        }
+                    }
+                    if failed.is_none()
+                        && let Err(e) = ws.flush().await
+                    {
+                        failed = Some(e.to_string());
+                    }
+                    if let Some(cause) = failed {
+                        break Some(cause);
+                    }
+                }
+            }
+        };
+        if let Some(cause) = cause {
+            tracing::warn!("lost the connection to {url} ({cause}); reconnecting");
+            state.send_replace(ConnState::Connecting);
+        }
+    }
+}
+
+/// Matches an `ack` or an `error` frame to its pending event.
+fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str) {
+    if let Some((req, id)) = crate::protocol::parse_ack(text) {
+        if let Some(pos) = pending.iter().position(|p| p.req == req)
+            && let Some(p) = pending.remove(pos)
+        {
+            let _ = p.reply.send(Ok(id));
+        }
+        return;
+    }
+    let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
+        tracing::debug!("ignoring an unknown frame from the hub: {text}");
+        return;
+    };
+    let (req, result) = match frame {
+        ServerFrame::Ack { req, id } => (req, Ok(id)),
+        ServerFrame::Error {
+            req, code, message, ..
+        } => {
+            if req.is_none() {
+                tracing::warn!("the hub reported an error: {message} ({code})");
+            }
+            (
+                req,
+                Err(ClientError::Refused {
+                    url: url.to_string(),
+                    code,
+                    message,
+                }),
+            )
+        }
+        _ => return,
+    };
+    let Some(req) = req.and_then(|r| r.as_u64()) else {
+        return;
+    };
+    if let Some(pos) = pending.iter().position(|p| p.req == req)
+        && let Some(p) = pending.remove(pos)
+    {
+        let _ = p.reply.send(result);
+    }
+}
+
+/// Fails every pending and queued event with `e` and stops accepting new ones.
+fn give_up(
+    e: ClientError,
+    pending: &mut VecDeque<Pending>,
+    rx: &mut mpsc::Receiver<(NewEvent, Reply)>,
+    state: &watch::Sender<ConnState>,
+) {
+    state.send_replace(ConnState::Failed(e.clone()));
+    for p in pending.drain(..) {
+        let _ = p.reply.send(Err(e.clone()));
+    }
+    rx.close();
+    while let Ok((_, reply)) = rx.try_recv() {
+        let _ = reply.send(Err(e.clone()));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Subscriber
+// ---------------------------------------------------------------------------------
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// New events only.
+    #[default]
+    Live,
+    /// Every matching event with an id greater than this (`0`: all retained).
+    Since(u64),
+    /// The last N matching events, then live.
+    Last(u64),
+}
+
+/// What to subscribe to.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Topic globs, OR-ed; empty means every topic.
+    pub topics: Vec<String>,
+    /// `FIELD=VALUE` / `FIELD!=VALUE` filters, AND-ed.
+    pub filters: Vec<String>,
+    /// Event types, OR-ed; empty means every type.
+    pub types: Vec<String>,
+    pub start: Start,
+    /// A cursor name kept by the hub: the subscription starts after the stored cursor
+    /// if there is one, else at `start`. Moved with [`Subscriber::save_cursor`].
+    pub durable: Option<String>,
+}
+
+/// What [`Subscriber::next`] hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubEvent {
+    /// The hub confirmed the subscription (after each (re)connect).
+    Subscribed { last_id: u64 },
+    /// One event, with the hub's JSON encoding of it.
+    Event { event: Event, json: String },
+    /// Replay is over; live events follow.
+    Live { last_id: u64 },
+    /// Events `from..=to` left retention before they could be delivered.
+    Gap { from: u64, to: u64, reason: String },
+    /// The connection dropped (or an attempt failed); the next call waits `delay`
+    /// and tries again.
+    Reconnecting { cause: String, delay: Duration },
+}
+
+/// One subscription over a reconnecting connection.
+///
+/// Events are handed out in id order, each once: after a reconnect the subscription
+/// resumes `since` the last event handed out (events at or below it are dropped if
+/// the hub sends them again).
+pub struct Subscriber {
+    url: String,
+    token: Option<String>,
+    timeout: Option<Duration>,
+    reconnect: bool,
+    spec: SubscribeOptions,
+    ws: Option<Ws>,
+    /// The last event handed out.
+    last_id: Option<u64>,
+    /// For a live start: the hub's newest id when the subscription was confirmed, so
+    /// a reconnect before any event resumes there instead of losing the outage.
+    live_from: Option<u64>,
+    backoff: Backoff,
+    sleep: Option<Duration>,
+    outage_start: Option<Instant>,
+    /// `{"type":"event","sub":"s1","event":`: event frames are sliced, not re-encoded.
+    event_prefix: String,
+}
+
+/// The subscription name this client uses on its connection.
+const SUB: &str = "s1";
+
+impl Subscriber {
+    /// Connects and subscribes. The first connection is retried until
+    /// `opts.timeout`; with `reconnect` false, a single attempt is made and a later
+    /// drop ends [`next`](Subscriber::next) with [`ClientError::Disconnected`].
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`], [`ClientError::Refused`], [`ClientError::Usage`].
+    pub async fn connect(
+        opts: &ConnectOptions,
+        spec: SubscribeOptions,
+        reconnect: bool,
+    ) -> Result<Subscriber, ClientError> {
+        let url = normalize_url(&opts.url)?;
+        let mut backoff = Backoff::new();
+        let timeout = if reconnect {
+            opts.timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let ws = connect_with_retry(
+            &url,
+            opts.token.as_deref(),
+            timeout,
+            &mut backoff,
+            |c, d| {
+                tracing::info!(
+                    "cannot reach the hub at {url}: {c}; retrying in {}",
+                    seconds(d)
+                )
+            },
+        )
+        .await?;
+        let mut s = Subscriber {
+            url,
+            token: opts.token.clone(),
+            timeout: opts.timeout,
+            reconnect,
+            spec,
+            ws: Some(ws),
+            last_id: None,
+            live_from: None,
+            backoff,
+            sleep: None,
+            outage_start: None,
+            event_prefix: format!(r#"{{"type":"event","sub":"{SUB}","event":"#),
+        };
+        if let Err(e) = s.send_subscribe().await {
+            // Let next() find the drop and reconnect (or report it).
+            tracing::debug!("subscribe failed: {e}");
+        }
+        Ok(s)
+    }
+
+    /// The normalized URL (for messages).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// How long a later outage may last before [`next`](Subscriber::next) gives up
+    /// with [`ClientError::Unreachable`]; `None`: reconnect for ever.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The id of the last event handed out.
+    pub fn last_id(&self) -> Option<u64> {
+        self.last_id
+    }
+
+    /// The subscribe frame for this (re)connect.
+    fn subscribe_frame(&self) -> ClientFrame {
+        let (since, last, durable) = match self.last_id {
+            // Resume after what was handed out. The durable cursor in the hub may lag
+            // behind it, so it is not used again.
+            Some(id) => (Some(id), None, None),
+            None => {
+                let (since, last) = match (self.spec.start, self.live_from) {
+                    (Start::Live, Some(l)) => (Some(l), None),
+                    (Start::Live, None) => (None, None),
+                    (Start::Since(s), _) => (Some(s), None),
+                    (Start::Last(n), _) => (None, Some(n)),
+                };
+                (since, last, self.spec.durable.clone())
+            }
+        };
+        ClientFrame::Subscribe {
+            sub: SUB.into(),
+            topics: self.spec.topics.clone(),
+            filters: self.spec.filters.clone(),
+            types: self.spec.types.clone(),
+            since,
+            last,
+            durable,
+        }
+    }
+
+    async fn send_subscribe(&mut self) -> Result<(), tungstenite::Error> {
+        let text = serde_json::to_string(&self.subscribe_frame()).expect("a frame serializes");
+        match &mut self.ws {
+            Some(ws) => ws.send(Message::text(text)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The next thing that happened: an event, a confirmation, a reconnect notice.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe while connected (no frame is lost); a cancelled reconnect is
+    /// simply attempted again by the next call.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] (a refusal close code or an `error` frame for this
+    /// subscription), [`ClientError::Unreachable`] when an outage outlasts the
+    /// timeout, [`ClientError::Disconnected`] on a drop without `reconnect`.
+    pub async fn next(&mut self) -> Result<SubEvent, ClientError> {
+        loop {
+            if self.ws.is_none() {
+                if let Some(d) = self.sleep.take() {
+                    tokio::time::sleep(d).await;
+                }
+                let outage = *self.outage_start.get_or_insert_with(Instant::now);
+                match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
+                    Ok(ws) => {
+                        self.ws = Some(ws);
+                        self.backoff.reset();
+                        self.outage_start = None;
+                        if let Err(e) = self.send_subscribe().await {
+                            if let Some(r) = self.dropped(e.to_string()) {
+                                return r;
+                            }
+                            continue;
+                        }
+                    }
+                    Err(Failure::Fatal(e)) => return Err(e),
+                    Err(Failure::Transient(cause)) => {
+                        if let Some(t) = self.timeout
+                            && outage.elapsed() >= t
+                        {
+                            return Err(ClientError::Unreachable {
+                                url: self.url.clone(),
+                                cause,
+                                waited: round_duration(outage.elapsed()),
+                            });
+                        }
+                        let delay = self.backoff.next_delay();
+                        self.sleep = Some(delay);
+                        return Ok(SubEvent::Reconnecting { cause, delay });
+                    }
+                }
+            }
+            let msg = self.ws.as_mut().expect("connected").next().await;
+            if let Some(r) = self.handle(msg) {
+                return r;
+            }
+        }
+    }
+
+    /// The next thing that is already received, without waiting: `None` when
+    /// nothing is pending (time to flush output).
+    pub fn next_ready(&mut self) -> Option<Result<SubEvent, ClientError>> {
+        loop {
+            let msg = self.ws.as_mut()?.next().now_or_never()?;
+            if let Some(r) = self.handle(msg) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// Tells the hub that everything up to `id` has been printed, for the durable
+    /// cursor. Does nothing without `durable`; a failure to send is left for
+    /// [`next`](Subscriber::next) to find.
+    pub async fn save_cursor(&mut self, id: u64) {
+        let (Some(name), Some(ws)) = (&self.spec.durable, &mut self.ws) else {
+            return;
+        };
+        let frame = ClientFrame::Cursor {
+            durable: name.clone(),
+            id,
+        };
+        let text = serde_json::to_string(&frame).expect("a frame serializes");
+        let _ = ws.send(Message::text(text)).await;
+    }
+
+    /// Closes the connection gracefully: frames sent before (a cursor) are processed
+    /// by the hub first.
+    pub async fn close(mut self) {
+        if let Some(ws) = &mut self.ws {
+            close_gracefully(ws).await;
+        }
+    }
+
+    /// Handles one received message: `Some` when it is something to hand out.
+    fn handle(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+    ) -> Option<Result<SubEvent, ClientError>> {
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = close_parts(frame);
+                if !close::is_retryable(code) {
+                    self.ws = None;
+                    return Some(Err(ClientError::Refused {
+                        url: self.url.clone(),
+                        code: close_code_name(code).into(),
+                        message: describe_close(code, &reason),
+                    }));
+                }
+                return self.dropped(describe_close(code, &reason));
+            }
+            Some(Ok(_)) => return None,
+            Some(Err(e)) => return self.dropped(e.to_string()),
+            None => return self.dropped("connection closed".into()),
+        };
+        if let Some(rest) = text.strip_prefix(self.event_prefix.as_str())
+            && let Some(json) = rest.strip_suffix('}')
+        {
+            return match serde_json::from_str::<Event>(json) {
+                Ok(event) => self.event(event, json.to_string()),
+                Err(e) => {
+                    tracing::warn!("ignoring an event the client cannot read: {e}");
+                    None
+                }
+            };
+        }
+        let frame = match serde_json::from_str::<ServerFrame>(&text) {
+            Ok(f) => f,
+            Err(_) => {
+                tracing::debug!("ignoring an unknown frame from the hub: {text}");
+                return None;
+            }
+        };
+        match frame {
+            ServerFrame::Subscribed { last_id, .. } => {
+                if self.spec.start == Start::Live && self.live_from.is_none() {
+                    self.live_from = Some(last_id);
+                }
+                Some(Ok(SubEvent::Subscribed { last_id }))
+            }
+            ServerFrame::Live { last_id, .. } => Some(Ok(SubEvent::Live { last_id })),
+            ServerFrame::Gap {
+                from, to, reason, ..
+            } => Some(Ok(SubEvent::Gap { from, to, reason })),
+            ServerFrame::Event { event, .. } => {
+                let json = event.to_string();
+                match serde_json::from_value::<Event>(event) {
+                    Ok(ev) => self.event(ev, json),
+                    Err(e) => {
+                        tracing::warn!("ignoring an event the client cannot read: {e}");
+                        None
+                    }
+                }
+            }
+            ServerFrame::Error {
+                code, message, req, ..
+            } => {
+                if req.is_some() {
+                    return None;
+                }
+                Some(Err(ClientError::Refused {
+                    url: self.url.clone(),
+                    code,
+                    message,
+                }))
+            }
+            ServerFrame::Ack { .. } | ServerFrame::Pong => None,
+        }
+    }
+
+    /// Hands out an event unless it was handed out before.
+    fn event(&mut self, event: Event, json: String) -> Option<Result<SubEvent, ClientError>> {
+        if self.last_id.is_some_and(|last| event.id <= last) {
+            return None;
+        }
+        self.last_id = Some(event.id);
+        Some(Ok(SubEvent::Event { event, json }))
+    }
+
+    /// The connection is gone: plan a reconnect, or fail without `reconnect`.
+    fn dropped(&mut self, cause: String) -> Option<Result<SubEvent, ClientError>> {
+        self.ws = None;
+        if !self.reconnect {
+            return Some(Err(ClientError::Disconnected {
+                url: self.url.clone(),
+                cause,
+            }));
+        }
+        self.outage_start = Some(Instant::now());
+        let delay = self.backoff.next_delay();
+        self.sleep = Some(delay);
+        Some(Ok(SubEvent::Reconnecting { cause, delay }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_spellings() {
+        for (given, want) in [
+            ("ws://127.0.0.1:7357", "ws://127.0.0.1:7357/ws"),
+            ("ws://127.0.0.1:7357/", "ws://127.0.0.1:7357/ws"),
+            ("ws://127.0.0.1:7357/ws", "ws://127.0.0.1:7357/ws"),
+            ("http://127.0.0.1:7357", "ws://127.0.0.1:7357/ws"),
+            ("HTTP://localhost:1/", "ws://localhost:1/ws"),
+            ("localhost:7357", "ws://localhost:7357/ws"),
+            ("ws://h:1/hub", "ws://h:1/hub/ws"),
+            ("ws://h:1?x=1", "ws://h:1/ws?x=1"),
+            ("ws://[::1]:7357/ws/", "ws://[::1]:7357/ws"),
+        ] {
+            assert_eq!(normalize_url(given).unwrap(), want, "{given}");
+        }
+        for bad in ["", "ws://", "wss://h:1", "ftp://h", "https://h"] {
+            let e = normalize_url(bad).unwrap_err();
+            assert!(e.to_string().contains("accepted: ws://"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_30s_with_jitter() {
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(400) && delays[0] <= Duration::from_millis(600));
+        assert!(
+            delays[1] >= Duration::from_millis(800) && delays[1] <= Duration::from_millis(1200)
+        );
+        for d in &delays {
+            assert!(*d <= Duration::from_secs(36), "{d:?}");
+        }
+        assert!(delays[9] >= Duration::from_secs(24));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(600));
+    }
+
+    #[test]
+    fn handles_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Publisher>();
+        shared::<Subscriber>();
+        shared::<ClientError>();
+    }
+
+    #[test]
+    fn keys_are_random_per_publisher() {
+        let a = random_prefix();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, random_prefix());
+    }
+
+    #[test]
+    fn acks_and_errors_reach_their_tickets() {
+        let mut pending = VecDeque::new();
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        pending.push_back(Pending {
+            req: 1,
+            frame: "x".into(),
+            reply: tx1,
+        });
+        pending.push_back(Pending {
+            req: 2,
+            frame: "y".into(),
+            reply: tx2,
+        });
+        handle_publisher_frame(
+            r#"{"type":"error","code":"too_large","message":"too big","req":2}"#,
+            &mut pending,
+            "ws://h/ws",
+        );
+        handle_publisher_frame(
+            r#"{"type":"ack","req":1,"id":43}"#,
+            &mut pending,
+            "ws://h/ws",
+        );
+        assert!(pending.is_empty());
+        assert_eq!(rx1.try_recv().unwrap(), Ok(43));
+        assert!(matches!(
+            rx2.try_recv().unwrap(),
+            Err(ClientError::Refused { code, .. }) if code == "too_large"
+        ));
+    }
+
+    /// Reads the next `publish` frame from a mock hub connection.
+    async fn next_publish(ws: &mut WebSocketStream<TcpStream>) -> (u64, NewEvent) {
+        loop {
+            let msg = ws.next().await.unwrap().unwrap();
+            if let Message::Text(t) = msg
+                && let Ok(ClientFrame::Publish { req, event }) = serde_json::from_str(&t)
+            {
+                return (req.unwrap().as_u64().unwrap(), event);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn unacked_events_are_resent_with_the_same_key() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = tokio::spawn(async move {
+            let mut keys = Vec::new();
+            // First connection: ack the first event, drop before acking the second.
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":1}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let (_, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            drop(ws);
+            // Second connection: the second event again, with its key.
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            keys.push(ev.key.unwrap());
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":2}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let _ = ws.next().await;
+            keys
+        });
+        let opts = ConnectOptions::new(format!("http://{addr}"));
+        let p = Publisher::connect(&opts).await.unwrap();
+        let batch = vec![NewEvent::new("a"), NewEvent::new("b")];
+        let ids = tokio::time::timeout(Duration::from_secs(10), p.publish_batch(batch))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids, vec![1, 2]);
+        p.close().await.unwrap();
+        let keys = hub.await.unwrap();
+        assert_ne!(keys[0], keys[1]);
+        assert_eq!(keys[1], keys[2], "the resent event keeps its key");
+    }
+
+    #[tokio::test]
+    async fn unreachable_hub_gives_up_after_timeout() {
+        // A port nothing listens on: bind, read the port, drop.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut opts = ConnectOptions::new(format!("ws://127.0.0.1:{port}"));
+        opts.timeout = Some(Duration::from_millis(300));
+        let started = Instant::now();
+        let err = Publisher::connect(&opts).await.err().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        match &err {
+            ClientError::Unreachable { url, .. } => assert!(url.contains(&port.to_string())),
+            other => panic!("{other:?}"),
+        }
+        let p = Publisher::start(&opts).unwrap();
+        let t = p.send(NewEvent::new("t")).await.unwrap();
+        assert!(matches!(t.await, Err(ClientError::Unreachable { .. })));
+        assert!(p.has_failed());
+        assert!(p.send(NewEvent::new("t")).await.is_err());
+    }
+}

@@ -1,0 +1,956 @@
+//! Following one log file like `tail -F`: the [`Follower`].
+//!
+//! A follower is bound to a *path*. The file the path names at a given moment is an
+//! *incarnation*, known by its identity (device, inode), a random `uid` given when
+//! hub-tail first sees it, and a fingerprint of its first bytes. The follower reads
+//! the current incarnation from its position, turns complete lines into [`Item`]s,
+//! and notices when the incarnation ends:
+//!
+//! - **truncated** (copytruncate, `> file`): the file is shorter than what was read, or
+//!   its first bytes changed. The new content is a new incarnation (new `uid`) of the
+//!   same inode, read from offset 0.
+//! - **renamed** or **deleted** (rename-and-create, `rm`): checked only once the open
+//!   file is read to its end, so the old file is always drained first (the follower
+//!   keeps it open, so a deleted file stays readable). Then the path is opened again
+//!   from offset 0 when it exists, or watched until it appears.
+//!
+//! Each ending yields [`Item::Rotated`]. Before moving to the next incarnation the
+//! follower waits until the hub has acknowledged everything of the old one (the caller
+//! passes the number of events in flight), so the saved position never skips lines.
+//!
+//! # Lines
+//! A line ends at `\n`; a trailing `\r` is dropped, invalid UTF-8 becomes U+FFFD. A
+//! partial last line is held until its newline arrives, and published as it is when
+//! its file is rotated or truncated away. NUL bytes at the start of a line are skipped:
+//! they are the hole a copytruncate leaves when the writer does not append.
+//!
+//! **Over-long lines**: a line whose JSON-encoded text is longer than `max_line`
+//! bytes (default [`DEFAULT_MAX_LINE`], 32 KiB) is split into pieces of at most that
+//! size, cut before a UTF-8 character (control characters count by their JSON escape,
+//! so every event fits the hub's 64 KiB limit). Every piece but the last carries
+//! `"partial": true`. A piece is published as soon as it is full, so a file without
+//! newlines never makes hub-tail's memory grow.
+//!
+//! **Binary files**: a file with a NUL byte in its first 4 KiB (after any leading NUL
+//! run) is reported once and not followed; a new file at the same path is checked
+//! again.
+//!
+//! # Event keys
+//! Every line is keyed `DEV:INO:UID:OFFSET` (the byte offset where the line or piece
+//! starts), a rotation `DEV:INO:UID:OFFSET:rotated`. The same line always gets the
+//! same key, so lines sent again after a crash or a dropped connection are
+//! deduplicated by the hub, and two files never share a key even when one reuses the
+//! other's inode.
+//!
+//! Not here: publishing, acknowledgements and the state file ([`run`], [`state`]), and
+//! wake-ups ([`watch`]).
+
+pub mod run;
+pub mod state;
+pub mod watch;
+
+use state::FileState;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// How many leading bytes identify a file's content (the fingerprint).
+pub const FP_MAX: usize = 256;
+/// Bytes read per `read` call.
+pub const READ_CHUNK: usize = 256 * 1024;
+/// The default longest line, in JSON-encoded bytes, before it is split.
+pub const DEFAULT_MAX_LINE: usize = 32 * 1024;
+/// How much of a new file is looked at to decide that it is binary.
+const BINARY_SAMPLE: usize = 4096;
+/// Directory entries looked at when searching for a file rotated while stopped.
+const MAX_DIR_SCAN: usize = 100_000;
+
+/// What identifies a file on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Where to start a file that has no saved position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After the last complete line (new lines only).
+    End,
+    /// N complete lines before the end.
+    Last(u64),
+    /// At the first byte.
+    FromStart,
+}
+
+/// Why an incarnation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Renamed,
+    Deleted,
+    Truncated,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Renamed => "renamed",
+            Ending::Deleted => "deleted",
+            Ending::Truncated => "truncated",
+        }
+    }
+}
+
+/// One thing to publish, in file order.
+#[derive(Debug, PartialEq)]
+pub enum Item<'a> {
+    /// A line, or a piece of an over-long one.
+    Line {
+        /// `DEV:INO:UID:` — append the start offset for the key.
+        key_prefix: &'a str,
+        uid: u64,
+        /// Offset of the first byte of the line.
+        start: u64,
+        /// Offset after the line (and its newline): the position once it is acked.
+        end: u64,
+        /// The text, without `\n` / `\r\n`.
+        bytes: &'a [u8],
+        /// More of the same line follows in the next item (over-long line).
+        partial: bool,
+    },
+    /// The incarnation ended; `end` is where it ended.
+    Rotated {
+        key_prefix: &'a str,
+        uid: u64,
+        end: u64,
+        reason: Ending,
+    },
+}
+
+/// Limits of one batch, shared by all followers.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub items: usize,
+    pub bytes: usize,
+}
+
+impl Budget {
+    fn exhausted(&self) -> bool {
+        self.items == 0 || self.bytes == 0
+    }
+    fn take(&mut self, bytes: usize) {
+        self.items = self.items.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes.max(1));
+    }
+}
+
+/// What one [`Follower::step`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stepped {
+    /// Items emitted.
+    pub items: usize,
+    /// The follower now reads another incarnation (or stopped reading one): its
+    /// [`Follower::file_state`] changed and must be saved before its items are sent.
+    pub identity: bool,
+    /// The budget ran out before the end of the file.
+    pub more: bool,
+}
+
+/// The file one path names now, and how far it has been read and acknowledged.
+#[derive(Debug)]
+struct Incarnation {
+    file: File,
+    id: FileId,
+    uid: u64,
+    key_prefix: String,
+    /// The first ≤ FP_MAX bytes seen so far.
+    head: Vec<u8>,
+    /// The first byte the hub has not acknowledged.
+    acked: u64,
+    /// Read but not yet emitted: the partial line.
+    lines: Lines,
+    /// Set once the incarnation is drained and its `rotated` item emitted.
+    ending: Option<Ending>,
+    /// The file length at the last step.
+    len: u64,
+}
+
+impl Incarnation {
+    fn new(file: File, id: FileId, uid: u64, offset: u64, head: Vec<u8>, len: u64) -> Self {
+        Incarnation {
+            file,
+            id,
+            uid,
+            key_prefix: format!("{}:{}:{uid:016x}:", id.dev, id.ino),
+            head,
+            acked: offset,
+            lines: Lines::new(offset),
+            ending: None,
+            len,
+        }
+    }
+
+    fn pos(&self) -> u64 {
+        self.lines.pos()
+    }
+}
+
+/// Follows one path. See the module documentation.
+#[derive(Debug)]
+pub struct Follower {
+    /// Absolute path, as published in `data.file`.
+    pub path: PathBuf,
+    pub topic: String,
+    start: Start,
+    /// No decision about where to start has been made yet in this run.
+    initial: bool,
+    max_line: usize,
+    cur: Option<Incarnation>,
+    /// A binary file at the path (identity, length, mtime), reported once and skipped
+    /// until it changes.
+    skip: Option<(FileId, u64, i64, i64)>,
+    /// The last condition reported on stderr, so each is said once.
+    reported: Option<String>,
+    /// Say more (-v): rotations, resumes.
+    pub verbose: bool,
+    /// Say nothing (-q).
+    pub quiet: bool,
+}
+
+impl Follower {
+    pub fn new(path: PathBuf, topic: String, start: Start, max_line: usize) -> Follower {
+        Follower {
+            path,
+            topic,
+            start,
+            initial: true,
+            max_line: max_line.max(16),
+            cur: None,
+            skip: None,
+            reported: None,
+            verbose: false,
+            quiet: false,
+        }
+    }
+
+    /// Where this follower stands, for the state file (`None` before the first file).
+    pub fn file_state(&self) -> Option<FileState> {
+        let inc = self.cur.as_ref()?;
+        let n = inc.head.len().min(FP_MAX);
+        Some(FileState {
+            dev: inc.id.dev,
+            ino: inc.id.ino,
+            uid: format!("{:016x}", inc.uid),
+            offset: inc.acked,
+            fp_len: n as u32,
+            fp: format!("{:08x}", crc32fast::hash(&inc.head[..n])),
+        })
+    }
+
+    /// Bytes of the current file not turned into events yet (at the last step).
+    pub fn backlog(&self) -> u64 {
+        self.cur
+            .as_ref()
+            .map_or(0, |c| c.len.saturating_sub(c.lines.line_start))
+    }
+
+    /// The hub acknowledged everything of incarnation `uid` up to `end`.
+    pub fn acked(&mut self, uid: u64, end: u64) {
+        if let Some(c) = self.cur.as_mut()
+            && c.uid == uid
+            && end > c.acked
+        {
+            c.acked = end;
+        }
+    }
+
+    /// Forgets everything read but not acknowledged (the hub went away): the next step
+    /// reads again from the acknowledged position, and the keys make the resend safe.
+    pub fn rewind(&mut self) {
+        if let Some(c) = self.cur.as_mut() {
+            c.lines = Lines::new(c.acked);
+            c.ending = None;
+        }
+    }
+
+    /// The identity of the file being read and its fingerprint (length, CRC-32 of
+    /// its first bytes), if any.
+    pub fn current(&self) -> Option<(FileId, usize, u32)> {
+        self.cur
+            .as_ref()
+            .map(|c| (c.id, c.head.len(), crc32fast::hash(&c.head)))
+    }
+
+    /// Whether the next step wants this path's saved state (only before the first
+    /// file is opened).
+    pub fn needs_saved(&self) -> bool {
+        self.initial
+    }
+
+    fn report(&mut self, msg: String) {
+        if self.reported.as_ref() != Some(&msg) && !self.quiet {
+            eprintln!("hub-tail: {msg}");
+            self.reported = Some(msg);
+        }
+    }
+
+    fn note(&self, msg: &str) {
+        if self.verbose {
+            eprintln!("hub-tail: {msg}");
+        }
+    }
+
+    /// Checks the file and reads what is new, emitting items in file order until the
+    /// budget runs out. `saved` is this path's entry in the state file; `inflight` the
+    /// number of this follower's items sent and not yet acknowledged.
+    pub fn step(
+        &mut self,
+        saved: Option<&FileState>,
+        inflight: usize,
+        budget: &mut Budget,
+        emit: &mut dyn FnMut(Item<'_>),
+    ) -> Stepped {
+        self.step_with(saved, inflight, budget, &|_, _| false, emit)
+    }
+
+    /// [`step`](Follower::step), where `elsewhere(id, first_bytes)` says that another
+    /// follower reads (or read) that file: a file that appears at this path with such
+    /// an identity and first bytes is a renamed copy (app.log → app.log.1 under a glob
+    /// matching both) and is skipped instead of read a second time.
+    pub fn step_with(
+        &mut self,
+        saved: Option<&FileState>,
+        inflight: usize,
+        budget: &mut Budget,
+        elsewhere: &dyn Fn(FileId, &[u8]) -> bool,
+        emit: &mut dyn FnMut(Item<'_>),
+    ) -> Stepped {
+        let mut out = Stepped::default();
+        // At most: finish an incarnation, open the next, read it.
+        for _ in 0..4 {
+            if self.cur.is_none() {
+                if !self.open(saved, elsewhere) {
+                    return out;
+                }
+                out.identity = true;
+            }
+            let c = self.cur.as_mut().expect("opened");
+            if let Some(ending) = c.ending {
+                if inflight > 0 || out.items > 0 {
+                    return out; // move on only once the old file is fully acked
+                }
+                self.note(&format!(
+                    "{}: {}; following the new file",
+                    self.path.display(),
+                    ending.as_str()
+                ));
+                self.cur = None;
+                out.identity = true;
+                if ending == Ending::Truncated {
+                    // the same inode, new content: do not take it for the old one
+                    self.skip = None;
+                }
+                continue;
+            }
+            if budget.exhausted() {
+                out.more = true;
+                return out;
+            }
+            match self.read(budget, emit, &mut out) {
+                Ok(true) => {}
+                Ok(false) => return out,
+                Err(e) => {
+                    self.report(format!("{}: read error: {e}", self.path.display()));
+                    return out;
+                }
+            }
+            if self.cur.as_ref().is_some_and(|c| c.ending.is_none()) {
+                return out;
+            }
+        }
+        out
+    }
+
+    /// Reads the current incarnation. `Ok(true)`: it ended (the `rotated` item is out).
+    fn read(
+        &mut self,
+        budget: &mut Budget,
+        emit: &mut dyn FnMut(Item<'_>),
+        out: &mut Stepped,
+    ) -> io::Result<bool> {
+        let max_line = self.max_line;
+        let c = self.cur.as_mut().expect("open");
+        let meta = c.file.metadata()?;
+        let len = meta.len();
+        c.len = len;
+        if len < c.pos() || !head_matches(c)? {
+            // What was read before the truncation goes out first.
+            if c.lines.unscanned() {
+                let key = Key {
+                    prefix: &c.key_prefix,
+                    uid: c.uid,
+                };
+                c.lines.scan(key, max_line, budget, emit, out);
+            }
+            if c.lines.unscanned() || budget.items < 2 {
+                out.more = true;
+                return Ok(false);
+            }
+            end_incarnation(c, Ending::Truncated, budget, emit, out);
+            return Ok(true);
+        }
+        loop {
+            if budget.exhausted() {
+                out.more = true;
+                return Ok(false);
+            }
+            let key = Key {
+                prefix: &c.key_prefix,
+                uid: c.uid,
+            };
+            if c.lines.unscanned() {
+                c.lines.scan(key, max_line, budget, emit, out);
+                continue;
+            }
+            if c.pos() >= len {
+                break;
+            }
+            let want = READ_CHUNK.min((len - c.pos()) as usize);
+            let pos = c.pos();
+            let old = c.lines.buf.len();
+            c.lines.buf.resize(old + want, 0);
+            let n = c.file.read_at(&mut c.lines.buf[old..], pos)?;
+            c.lines.buf.truncate(old + n);
+            if n == 0 {
+                break; // shrank meanwhile: the next step sees it
+            }
+        }
+        // Drained: does the path still name this file?
+        let ending = match std::fs::metadata(&self.path) {
+            Ok(m) if FileId::of(&m) == c.id => return Ok(false),
+            Ok(_) => Ending::Renamed,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if meta.nlink() == 0 {
+                    Ending::Deleted
+                } else {
+                    Ending::Renamed
+                }
+            }
+            Err(_) => return Ok(false),
+        };
+        if budget.items < 2 {
+            // room for the held partial line and the `rotated` item
+            out.more = true;
+            return Ok(false);
+        }
+        end_incarnation(c, ending, budget, emit, out);
+        Ok(true)
+    }
+
+    /// Opens the file the path names now. `false`: nothing to read (missing,
+    /// unreadable, binary, not a file); the reason is reported.
+    fn open(
+        &mut self,
+        saved: Option<&FileState>,
+        elsewhere: &dyn Fn(FileId, &[u8]) -> bool,
+    ) -> bool {
+        if self.initial
+            && let Some(s) = saved
+        {
+            self.initial = false;
+            self.start = Start::FromStart;
+            match resume(&self.path, s) {
+                Ok(inc) => {
+                    self.note(&format!(
+                        "{}: resuming at offset {}",
+                        self.path.display(),
+                        inc.acked
+                    ));
+                    self.cur = Some(inc);
+                    self.reported = None;
+                    return true;
+                }
+                Err(why) => {
+                    if let Some((old, inc)) = find_rotated(&self.path, s) {
+                        self.report(format!(
+                            "{}: {why}; finishing the rotated file {} first",
+                            self.path.display(),
+                            old.display()
+                        ));
+                        self.cur = Some(inc);
+                        return true;
+                    }
+                    self.report(format!(
+                        "{}: {why} and the old file was not found next to it; reading the new file from its start",
+                        self.path.display()
+                    ));
+                }
+            }
+        }
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) => {
+                if self.initial {
+                    // it appears later: all of it is new
+                    self.initial = false;
+                    self.start = Start::FromStart;
+                }
+                let msg = if e.kind() == io::ErrorKind::NotFound {
+                    format!("{}: no such file yet; waiting for it", self.path.display())
+                } else {
+                    format!("cannot open {}: {e}", self.path.display())
+                };
+                self.report(msg);
+                return false;
+            }
+        };
+        if meta.is_dir() {
+            self.report(format!(
+                "{} is a directory: give files or a quoted glob such as '{}/*.log'",
+                self.path.display(),
+                self.path.display()
+            ));
+            return false;
+        }
+        if !meta.is_file() {
+            self.report(format!(
+                "{} is not a regular file; only files (and - for stdin) are followed",
+                self.path.display()
+            ));
+            return false;
+        }
+        if self.skip == Some(skip_key(&meta)) {
+            return false;
+        }
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.report(format!("cannot open {}: {e}", self.path.display()));
+                return false;
+            }
+        };
+        // The identity of what was opened, not of what the path named a moment ago.
+        let (meta, head, binary) = match file
+            .metadata()
+            .and_then(|m| Ok((read_head(&file, BINARY_SAMPLE)?, m)))
+        {
+            Ok((sample, m)) => (
+                m,
+                sample[..sample.len().min(FP_MAX)].to_vec(),
+                is_binary(&sample),
+            ),
+            Err(e) => {
+                self.report(format!("cannot read {}: {e}", self.path.display()));
+                return false;
+            }
+        };
+        let id = FileId::of(&meta);
+        if elsewhere(id, &head) {
+            self.skip = Some(skip_key(&meta));
+            self.note(&format!(
+                "{}: a renamed file that is already followed under its first name; skipping it",
+                self.path.display()
+            ));
+            return false;
+        }
+        if binary {
+            self.skip = Some(skip_key(&meta));
+            self.report(format!(
+                "{} looks binary (a NUL byte in its first 4 KiB); not following it",
+                self.path.display()
+            ));
+            return false;
+        }
+        let len = meta.len();
+        let offset = match self.start {
+            Start::FromStart => Ok(0),
+            Start::End => offset_of_last(&file, len, 0),
+            Start::Last(n) => offset_of_last(&file, len, n),
+        };
+        let offset = match offset {
+            Ok(o) => o,
+            Err(e) => {
+                self.report(format!("cannot read {}: {e}", self.path.display()));
+                return false;
+            }
+        };
+        if self.reported.is_some() && !self.quiet {
+            eprintln!("hub-tail: {}: following it now", self.path.display());
+        }
+        self.reported = None;
+        self.initial = false;
+        self.start = Start::FromStart;
+        self.cur = Some(Incarnation::new(
+            file,
+            id,
+            fastrand::u64(..),
+            offset,
+            head,
+            len,
+        ));
+        true
+    }
+}
+
+fn skip_key(meta: &std::fs::Metadata) -> (FileId, u64, i64, i64) {
+    (
+        FileId::of(meta),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+}
+
+/// Emits the held partial line and the `rotated` item, and marks `c` as ended.
+fn end_incarnation(
+    c: &mut Incarnation,
+    ending: Ending,
+    budget: &mut Budget,
+    emit: &mut dyn FnMut(Item<'_>),
+    out: &mut Stepped,
+) {
+    let key = Key {
+        prefix: &c.key_prefix,
+        uid: c.uid,
+    };
+    c.lines.flush(key, budget, emit, out);
+    let end = c.lines.pos();
+    emit(Item::Rotated {
+        key_prefix: &c.key_prefix,
+        uid: c.uid,
+        end,
+        reason: ending,
+    });
+    budget.take(0);
+    out.items += 1;
+    c.ending = Some(ending);
+}
+
+/// What every item of one incarnation (or of stdin) is keyed by.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub prefix: &'a str,
+    pub uid: u64,
+}
+
+/// Splits a byte stream into lines: the bytes read but not yet emitted (a partial
+/// line), and the stream offset of the first of them.
+#[derive(Debug, Default)]
+pub struct Lines {
+    /// Offset of `buf[0]`: the start of the line being assembled.
+    pub line_start: u64,
+    pub buf: Vec<u8>,
+    /// `buf[..searched]` is known to hold no newline.
+    searched: usize,
+}
+
+impl Lines {
+    pub fn new(offset: u64) -> Lines {
+        Lines {
+            line_start: offset,
+            buf: Vec::new(),
+            searched: 0,
+        }
+    }
+
+    /// The offset of the next byte to read.
+    pub fn pos(&self) -> u64 {
+        self.line_start + self.buf.len() as u64
+    }
+
+    /// Whether `buf` holds bytes not yet scanned for lines.
+    pub fn unscanned(&self) -> bool {
+        self.searched < self.buf.len()
+    }
+
+    /// Emits every complete line in `buf`, then full pieces of an over-long partial
+    /// line, and keeps the rest. Stops when the budget runs out (then the rest is
+    /// scanned again next time; an over-long line may stop between two pieces, and
+    /// its cut points do not depend on where it stopped).
+    pub fn scan(
+        &mut self,
+        key: Key<'_>,
+        max_line: usize,
+        budget: &mut Budget,
+        emit: &mut dyn FnMut(Item<'_>),
+        out: &mut Stepped,
+    ) {
+        let buf = std::mem::take(&mut self.buf);
+        let base = self.line_start;
+        let mut s = 0; // start of the current line in buf
+        let mut search = self.searched;
+        let mut piece = |s: usize, end: u64, text: &[u8], partial: bool, budget: &mut Budget| {
+            emit(Item::Line {
+                key_prefix: key.prefix,
+                uid: key.uid,
+                start: base + s as u64,
+                end,
+                bytes: text,
+                partial,
+            });
+            budget.take(text.len());
+            out.items += 1;
+        };
+        let mut complete = true;
+        'lines: loop {
+            if budget.exhausted() {
+                complete = false;
+                break;
+            }
+            while s < buf.len() && buf[s] == 0 {
+                s += 1; // a copytruncate hole
+            }
+            search = search.max(s);
+            let Some(i) = memchr::memchr(b'\n', &buf[search..]) else {
+                break;
+            };
+            let nl = search + i;
+            let text_end = if nl > s && buf[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            while text_end - s > max_line / 6 {
+                let cut = cut_point(&buf[s..text_end], max_line);
+                if cut == text_end - s {
+                    break;
+                }
+                let end = base + (s + cut) as u64;
+                piece(s, end, &buf[s..s + cut], true, budget);
+                s += cut;
+                if budget.exhausted() {
+                    complete = false;
+                    break 'lines;
+                }
+            }
+            piece(s, base + nl as u64 + 1, &buf[s..text_end], false, budget);
+            s = nl + 1;
+            search = s;
+        }
+        if complete {
+            // An over-long partial line goes out piece by piece.
+            while buf.len() - s > max_line / 6 {
+                if budget.exhausted() {
+                    complete = false;
+                    break;
+                }
+                let cut = cut_point(&buf[s..], max_line);
+                if cut == buf.len() - s {
+                    break;
+                }
+                let end = base + (s + cut) as u64;
+                piece(s, end, &buf[s..s + cut], true, budget);
+                s += cut;
+            }
+        }
+        let mut buf = buf;
+        buf.drain(..s);
+        self.line_start += s as u64;
+        self.searched = if complete { buf.len() } else { 0 };
+        self.buf = buf;
+    }
+
+    /// Emits the held partial line as it is (its file ended). It is never longer
+    /// than one piece: [`scan`](Lines::scan) sends full pieces as they fill.
+    pub fn flush(
+        &mut self,
+        key: Key<'_>,
+        budget: &mut Budget,
+        emit: &mut dyn FnMut(Item<'_>),
+        out: &mut Stepped,
+    ) {
+        let s = self
+            .buf
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(self.buf.len());
+        if s < self.buf.len() {
+            emit(Item::Line {
+                key_prefix: key.prefix,
+                uid: key.uid,
+                start: self.line_start + s as u64,
+                end: self.pos(),
+                bytes: &self.buf[s..],
+                partial: false,
+            });
+            budget.take(self.buf.len() - s);
+            out.items += 1;
+        }
+        self.line_start = self.pos();
+        self.buf.clear();
+        self.searched = 0;
+    }
+}
+
+/// The longest prefix of `bytes` whose JSON-encoded text (after lossy UTF-8
+/// decoding) is at most `limit` bytes, cut before a character. At least one
+/// character, so that progress is always made.
+pub fn cut_point(bytes: &[u8], limit: usize) -> usize {
+    let mut cost = 0usize;
+    let mut at = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        for (j, ch) in chunk.valid().char_indices() {
+            let c = match ch {
+                '"' | '\\' | '\u{8}' | '\u{c}' | '\n' | '\r' | '\t' => 2,
+                c if (c as u32) < 0x20 => 6,
+                c => c.len_utf8(),
+            };
+            if cost + c > limit {
+                return (at + j).max(first_char_len(bytes));
+            }
+            cost += c;
+        }
+        at += chunk.valid().len();
+        let bad = chunk.invalid().len();
+        if bad > 0 {
+            if cost + 3 > limit {
+                return at.max(first_char_len(bytes));
+            }
+            cost += 3;
+            at += bad;
+        }
+    }
+    bytes.len()
+}
+
+fn first_char_len(bytes: &[u8]) -> usize {
+    match bytes.utf8_chunks().next() {
+        Some(c) => c
+            .valid()
+            .chars()
+            .next()
+            .map_or(c.invalid().len(), |ch| ch.len_utf8()),
+        None => 0,
+    }
+    .max(1)
+    .min(bytes.len())
+}
+
+/// Whether the stored fingerprint still matches the first bytes; extends it while
+/// the file is shorter than [`FP_MAX`].
+fn head_matches(c: &mut Incarnation) -> io::Result<bool> {
+    let now = read_head(&c.file, FP_MAX)?;
+    let n = c.head.len();
+    if now.len() < n || now[..n] != c.head[..] {
+        return Ok(false);
+    }
+    if now.len() > n {
+        c.head = now;
+    }
+    Ok(true)
+}
+
+/// Up to `n` bytes from the start of the file.
+fn read_head(file: &File, n: usize) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match file.read_at(&mut v[got..], got as u64)? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    v.truncate(got);
+    Ok(v)
+}
+
+/// A NUL byte in the sample, after any leading run of NULs.
+fn is_binary(sample: &[u8]) -> bool {
+    let text = match sample.iter().position(|&b| b != 0) {
+        Some(i) => &sample[i..],
+        None => return false,
+    };
+    text.contains(&0)
+}
+
+/// The offset after which `n` complete lines remain (`n = 0`: after the last
+/// newline, so a partial last line is read once it is complete).
+fn offset_of_last(file: &File, len: u64, n: u64) -> io::Result<u64> {
+    let mut seen = 0u64;
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        let mut hay = &chunk[..];
+        while let Some(i) = memchr::memrchr(b'\n', hay) {
+            if seen == n {
+                return Ok(start + i as u64 + 1);
+            }
+            seen += 1;
+            hay = &hay[..i];
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Opens `path` as the saved incarnation `s`, when it still is that file.
+fn resume(path: &Path, s: &FileState) -> Result<Incarnation, String> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => "gone since the last run".to_string(),
+        _ => e.to_string(),
+    })?;
+    open_saved(file, s)
+}
+
+fn open_saved(file: File, s: &FileState) -> Result<Incarnation, String> {
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let id = FileId::of(&meta);
+    if id.dev != s.dev || id.ino != s.ino {
+        return Err("replaced since the last run".into());
+    }
+    let head = read_head(&file, FP_MAX).map_err(|e| e.to_string())?;
+    let n = s.fp_len as usize;
+    if head.len() < n || format!("{:08x}", crc32fast::hash(&head[..n])) != s.fp {
+        return Err("rewritten since the last run (its first bytes changed)".into());
+    }
+    if meta.len() < s.offset {
+        return Err("truncated since the last run".into());
+    }
+    let uid = u64::from_str_radix(&s.uid, 16).map_err(|_| "bad uid in the state file")?;
+    Ok(Incarnation::new(file, id, uid, s.offset, head, meta.len()))
+}
+
+/// The first bytes of the file at `path` (at most [`FP_MAX`]).
+pub fn head_of(path: &Path) -> io::Result<Vec<u8>> {
+    read_head(&File::open(path)?, FP_MAX)
+}
+
+/// Whether `path` is the file `s` was saved for (same identity and first bytes).
+pub fn same_file(path: &Path, s: &FileState) -> bool {
+    File::open(path).is_ok_and(|f| open_saved(f, s).is_ok())
+}
+
+/// Looks next to `path` for the saved incarnation under another name (rotated while
+/// hub-tail was stopped), so its remaining lines are read before the new file.
+fn find_rotated(path: &Path, s: &FileState) -> Option<(PathBuf, Incarnation)> {
+    let dir = path.parent()?;
+    for entry in std::fs::read_dir(dir).ok()?.take(MAX_DIR_SCAN) {
+        let Ok(entry) = entry else { continue };
+        if entry.ino() != s.ino {
+            continue;
+        }
+        let p = entry.path();
+        if let Ok(file) = File::open(&p)
+            && let Ok(inc) = open_saved(file, s)
+        {
+            return Some((p, inc));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
