@@ -408,8 +408,13 @@ class Hub(Broker):
         return [self.bin("hub-emit"), "--url", self.url, topic, "--lines"]
 
     def oneshot_cmds(self, topic):
-        return [("hub-emit (durable ack)", [self.bin("hub-emit"), "--url", self.url, topic,
-                                            "msg=hello"])]
+        emit = [self.bin("hub-emit"), "--url", self.url, topic, "msg=hello"]
+        return [("hub-emit (durable ack)", emit),
+                # Diagnostics: the same with mimalloc's transparent huge pages off, and
+                # the cost of starting the process at all.
+                ("hub-emit, MIMALLOC_ALLOW_THP=0", emit, {"MIMALLOC_ALLOW_THP": "0"}),
+                ("hub-emit --version (start and exit only)", [self.bin("hub-emit"), "--version"]),
+                ("/bin/true (process spawn floor)", ["/bin/true"])]
 
     def wait_subscribed(self, sinks, topic, deadline):
         files = list(self.ready_files.values())
@@ -709,11 +714,12 @@ def w4(ctx):
         b = make()
 
         def run(br):
-            for label, cmd in br.oneshot_cmds("bench:w4"):
+            for label, cmd, *env in br.oneshot_cmds("bench:w4"):
                 js = os.path.join(ctx.tmp, f"hyperfine-{br.port}.json")
                 p = subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", str(a.w4_runs),
                                     "--export-json", js, "-n", label, " ".join(cmd)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+                                   env={**os.environ, **(env[0] if env else {})})
                 if p.returncode != 0:
                     ctx.record("w4", label, error=p.stderr.decode()[-500:])
                     continue

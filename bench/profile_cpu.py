@@ -30,7 +30,7 @@ PERF = ["perf", "record", "-q", "-F", "1999"]
 
 
 def perf(name):
-    return PERF + ["-o", os.path.join(tmp, f"{name}.data"), "--"]
+    return PERF + ["--call-graph", "dwarf,16384", "-o", os.path.join(tmp, f"{name}.data"), "--"]
 
 
 H.atexit.register(H.cleanup)
@@ -96,7 +96,10 @@ for name in ["hub-serve", "hub-emit", "hub-sub"]:
                 if r.split()[-1].split("@")[0].split(".")[0] in MALLOC)
     print("\n".join(rows[:40]))
     print(f"\n(malloc/free family among the entries above: {alloc:.1f}%)")
-print("\n## hub-serve: inclusive time of hub's own functions (perf report --children)\n")
-rows = [r for r in report("hub-serve", "--children", "--sort", "symbol", "-g", "none")
-        if "hub::" in r or "serde" in r or "tungstenite" in r]
-print("\n".join(rows[:45]))
+for name in ["hub-serve", "hub-emit", "hub-sub"]:
+    print(f"\n## {name}: inclusive time of hub's, serde's and tungstenite's functions "
+          "(perf report --children)\n")
+    rows = [r for r in report(name, "--children", "--sort", "symbol", "-g", "none")
+            if ("hub::" in r or "serde" in r or "tungstenite" in r or "memset" in r)
+            and "catch_unwind" not in r and "call_once" not in r and "do_call" not in r]
+    print("\n".join(rows[:40]))
