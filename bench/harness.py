@@ -359,8 +359,9 @@ class Hub(Broker):
         err = os.path.join(self.tmp, f"hub-serve-{time.monotonic_ns()}.stderr")
         self.stderr_path = err
         t0 = time.monotonic()
-        self.proc = spawn([os.path.join(HUB_BIN, "hub-serve"), "--listen", f"127.0.0.1:{port}",
-                           "--data-dir", self.data_dir] + self.extra,
+        where = [] if "--memory" in self.extra else ["--data-dir", self.data_dir]
+        self.proc = spawn([os.path.join(HUB_BIN, "hub-serve"), "--listen", f"127.0.0.1:{port}"]
+                          + where + self.extra,
                           stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
         deadline = t0 + 30
         self.port = None
@@ -407,8 +408,13 @@ class Hub(Broker):
         return [self.bin("hub-emit"), "--url", self.url, topic, "--lines"]
 
     def oneshot_cmds(self, topic):
-        return [("hub-emit (durable ack)", [self.bin("hub-emit"), "--url", self.url, topic,
-                                            "msg=hello"])]
+        emit = [self.bin("hub-emit"), "--url", self.url, topic, "msg=hello"]
+        return [("hub-emit (durable ack)", emit),
+                # Diagnostics: the same with mimalloc's transparent huge pages off, and
+                # the cost of starting the process at all.
+                ("hub-emit, MIMALLOC_ALLOW_THP=0", emit, {"MIMALLOC_ALLOW_THP": "0"}),
+                ("hub-emit --version (start and exit only)", [self.bin("hub-emit"), "--version"]),
+                ("/bin/true (process spawn floor)", ["/bin/true"])]
 
     def wait_subscribed(self, sinks, topic, deadline):
         files = list(self.ready_files.values())
@@ -443,8 +449,10 @@ class Hub(Broker):
 class Sink:
     """One subscriber process whose stdout is drained and counted here."""
 
-    def __init__(self, proc, latency=False):
+    def __init__(self, proc, latency=False, seq_marker=b'"seq":', t_re=T_RE):
         self.proc = proc
+        self.seq_marker = seq_marker
+        self.t_re = t_re
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
         try:
@@ -476,10 +484,10 @@ class Sink:
             full, self.rest = data[:cut], data[cut:]
             if not full:
                 continue
-            self.count += full.count(b'"seq":')
+            self.count += full.count(self.seq_marker)
             self.probes += full.count(b'"probe"')
             if self.latency:
-                self.lat_ns.extend(now - int(m) for m in T_RE.findall(full))
+                self.lat_ns.extend(now - int(m) for m in self.t_re.findall(full))
 
     def seqs(self):
         return [int(m) for m in SEQ_RE.findall(b"".join(self.chunks))]
@@ -685,17 +693,33 @@ def w3(ctx):
             ctx.record("w3", b.label, rep=rep, **r)
 
 
+def h_w3_modes(ctx):
+    """W3 for hub alone with each durability setting: where does its p99 come from?"""
+    a = ctx.args
+    for rep in range(a.reps):
+        for mode in [["--fsync", "batch"], ["--fsync", "never"], ["--fsync", "always"], ["--memory"]]:
+            b = Hub(ctx.tmp, extra=mode)
+            try:
+                r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
+                                                       a.w3_n / a.w3_rate + 30, None,
+                                                       latency=True, nap=0))
+            except Exception as e:
+                r = {"error": str(e)}
+            ctx.record("w3_modes", "hub", rep=rep, mode=" ".join(mode), **r)
+
+
 def w4(ctx):
     a = ctx.args
     for make in cli_systems(ctx, hub_bins=("hub-emit",)):
         b = make()
 
         def run(br):
-            for label, cmd in br.oneshot_cmds("bench:w4"):
+            for label, cmd, *env in br.oneshot_cmds("bench:w4"):
                 js = os.path.join(ctx.tmp, f"hyperfine-{br.port}.json")
                 p = subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", str(a.w4_runs),
                                     "--export-json", js, "-n", label, " ".join(cmd)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+                                   env={**os.environ, **(env[0] if env else {})})
                 if p.returncode != 0:
                     ctx.record("w4", label, error=p.stderr.decode()[-500:])
                     continue
@@ -881,20 +905,22 @@ def h_tail(ctx):
 def h_tail_latency(ctx):
     """Write → hub-sub stdout latency through hub-tail, with inotify and with --poll."""
     a = ctx.args
-    for mode in ["inotify", "poll"]:
+    for mode, flags in [("inotify", []), ("--poll (default interval)", ["--poll"]),
+                        ("--poll --poll-interval 100ms", ["--poll", "--poll-interval", "100ms"])]:
         hub = Hub(ctx.tmp)
         tail = None
         try:
             hub.start()
-            path = os.path.join(ctx.tmp, f"lat-{mode}.log")
+            path = os.path.join(ctx.tmp, f"lat-{len(flags)}.log")
             open(path, "wb").close()
             cmd = [hub.bin("hub-tail"), "--url", hub.url, path, "--topic", "bench:taillat",
-                   "--state", os.path.join(ctx.tmp, f"lat-{mode}.state")]
-            if mode == "poll":
-                cmd.append("--poll")
+                   "--state", os.path.join(ctx.tmp, f"lat-{len(flags)}.state")] + flags
             tail = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # hub-tail publishes each line as a string in data.line, so the line is
+            # plain text (inside JSON, `"seq":` would arrive escaped).
             sink = Sink(spawn(hub.sub_cmd("bench:taillat", a.tail_lat_n, 0),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL), latency=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL), latency=True,
+                        seq_marker=b"seq=", t_re=re.compile(rb"sent=(\d+)"))
             hub.wait_subscribed([sink], "bench:taillat", time.monotonic() + 20)
             time.sleep(1.0)  # let hub-tail settle on the file's end
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -906,7 +932,7 @@ def h_tail_latency(ctx):
                     if d <= 0:
                         break
                     pump([sink], None, time.monotonic() + d)
-                os.write(fd, b'{"seq":%d,"t":%d}\n' % (i, time.time_ns()))
+                os.write(fd, b"bench line seq=%d sent=%d\n" % (i, time.time_ns()))
             os.close(fd)
             pump([sink], a.tail_lat_n, time.monotonic() + 10)
             reap(sink.proc, 2)
@@ -957,24 +983,24 @@ def h_tail_idle(ctx):
 
 
 def h_fanout100(ctx):
-    """Issue 2: one stream to 100 hub-sub processes; deliveries/s and publish→print latency."""
+    """Issue 2: one stream to 100 hub-sub processes: deliveries/s flat out, and
+    publish→print latency at a steady 1,000 events/s (100,000 deliveries/s)."""
     a = ctx.args
+    saved = a.w3_rate
     for rep in range(a.w2_reps):
-        hub = Hub(ctx.tmp)
-        try:
-            hub.start()
-            saved = a.w3_rate
-            a.w3_rate = 0  # pace.py flat out: the send time is still in every line
+        for phase, rate, n in [("flat out", 0, a.fan_n), ("1,000 events/s", 1000, a.w3_n)]:
+            hub = Hub(ctx.tmp)
             try:
-                r = run_pipe(ctx, hub, "bench:fan100", a.fan_n, 100, 180, None, latency=True,
-                             nap=0.001)
+                hub.start()
+                a.w3_rate = rate  # pace.py's rate; 0 = as fast as it can
+                r = run_pipe(ctx, hub, "bench:fan100", n, 100, 180, None, latency=True,
+                             nap=0.001 if rate == 0 else 0)
+                ctx.record("fanout100", "hub", rep=rep, phase=phase, **r)
+            except Exception as e:
+                ctx.record("fanout100", "hub", rep=rep, phase=phase, error=str(e))
             finally:
                 a.w3_rate = saved
-            ctx.record("fanout100", "hub", rep=rep, **r)
-        except Exception as e:
-            ctx.record("fanout100", "hub", rep=rep, error=str(e))
-        finally:
-            hub.stop()
+                hub.stop()
 
 
 def h_ws_publish(ctx):
@@ -998,16 +1024,17 @@ def h_ws_publish(ctx):
 
 
 WORKLOADS = {
-    "w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5,
+    "w1": w1, "w2": w2, "w3": w3, "w3_modes": h_w3_modes, "w4": w4, "w5": w5,
     "restart": h_restart, "fsync": h_fsync, "ws_publish": h_ws_publish,
     "fanout100": h_fanout100, "tail": h_tail, "tail_latency": h_tail_latency,
     "tail_idle": h_tail_idle,
 }
-HUB_ONLY = {"restart", "fsync", "ws_publish", "fanout100", "tail", "tail_latency", "tail_idle"}
+HUB_ONLY = {"w3_modes", "restart", "fsync", "ws_publish", "fanout100", "tail", "tail_latency", "tail_idle"}
 # The hub binaries each workload needs; without them hub is left out of it.
 NEEDS = {
     "w1": ["hub-serve", "hub-emit", "hub-sub"], "w2": ["hub-serve", "hub-emit", "hub-sub"],
     "w3": ["hub-serve", "hub-emit", "hub-sub"], "w4": ["hub-serve", "hub-emit"],
+    "w3_modes": ["hub-serve", "hub-emit", "hub-sub"],
     "w5": ["hub-serve"], "restart": ["hub-serve"], "ws_publish": ["hub-serve"],
     "fsync": ["hub-serve", "hub-emit"], "fanout100": ["hub-serve", "hub-emit", "hub-sub"],
     "tail": ["hub-serve", "hub-tail"], "tail_latency": ["hub-serve", "hub-tail", "hub-sub"],

@@ -49,4 +49,4 @@ p.wait(60)
 files = [f for f in os.listdir(tmp) if f.startswith("heap")]
 subprocess.run(["heaptrack_print", "-f", os.path.join(tmp, files[0]), "--print-peaks", "1",
                 "--peak-limit", "12", "--print-allocators", "0", "--print-leaks", "0",
-                "--print-temporary", "0", "--print-histogram", "0"])
+                "--print-temporary", "0"])
