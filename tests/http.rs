@@ -71,6 +71,18 @@ fn publish_one_or_many_then_poll() {
     assert_eq!(lines(&body).len(), 1);
     let (_, body) = get(&hub, "/events?since=0&limit=2");
     assert_eq!(lines(&body).len(), 2);
+    // Pretty-printed data is stored compact: one event, one line.
+    let (s, _) = post(
+        &hub,
+        "{\n  \"topic\": \"pretty\",\n  \"data\": {\n    \"a\": [1, 2],\n    \"s\": \"keep  this\"\n  }\n}\n",
+    );
+    assert_eq!(s, 200);
+    let (_, body) = get(&hub, "/events?topic=pretty");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert!(
+        body.contains(r#""data":{"a":[1,2],"s":"keep  this"}}"#),
+        "{body}"
+    );
 }
 
 #[test]
