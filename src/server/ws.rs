@@ -178,7 +178,7 @@ async fn connection(
         publish: None,
     };
     if let Some(spec) = initial {
-        conn.subscribe("q".into(), spec).await;
+        Box::pin(conn.subscribe("q".into(), spec)).await;
     }
     let idle = app.cfg.idle_timeout;
     let ping_every = (idle / 3)
@@ -199,7 +199,9 @@ async fn connection(
                         }
                         break None;
                     }
-                    Some(Ok(Message::Text(t))) => conn.handle_text(t.as_str()).await,
+                    // Boxed: its state is large and only lives while a frame is handled,
+                    // so an idle connection does not carry it.
+                    Some(Ok(Message::Text(t))) => Box::pin(conn.handle_text(t.as_str())).await,
                     Some(Ok(Message::Binary(_))) => {
                         break Some((close::UNSUPPORTED, "binary frames are not accepted: send JSON text frames".into()));
                     }
@@ -221,6 +223,19 @@ async fn connection(
             }
         }
     };
+    // Boxed for the same reason as handle_text: only a closing connection needs it.
+    Box::pin(finish(conn, out_tx, writer, stream, end)).await;
+}
+
+/// Ends a connection: stops its subscriptions, lets pending acks and the close
+/// frame out, then waits briefly for the client's Close.
+async fn finish(
+    mut conn: Conn,
+    out_tx: mpsc::Sender<Message>,
+    writer: JoinHandle<()>,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    end: Option<(u16, String)>,
+) {
     for (_, h) in conn.subs.drain() {
         h.abort();
     }
