@@ -434,12 +434,123 @@ type Reply = oneshot::Sender<Result<u64, ClientError>>;
 /// # Ok(()) }
 /// ```
 pub struct Publisher {
-    tx: mpsc::Sender<(NewEvent, Reply)>,
+    tx: mpsc::Sender<Outgoing>,
     state: watch::Receiver<ConnState>,
     task: tokio::task::JoinHandle<()>,
     url: String,
     key_prefix: String,
     seq: AtomicU64,
+    /// The `req` of the last frame built (one counter per publisher; a resent frame
+    /// keeps its `req`).
+    req: AtomicU64,
+}
+
+/// JSON text known to be exactly one valid JSON value, to be sent as it is (see
+/// [`Publisher::send_with_data`]): a line that is already a JSON object is checked,
+/// not parsed into a tree and written out again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'a>(&'a str);
+
+impl<'a> RawJson<'a> {
+    /// Checks that `text` is one JSON value (the same grammar and limits as parsing
+    /// it into a [`serde_json::Value`], without building one).
+    ///
+    /// # Errors
+    /// The text is not valid JSON, or has something after the value.
+    pub fn new(text: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<Checked>(text)?;
+        Ok(RawJson(text))
+    }
+
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+/// A JSON value read and thrown away, checked as strictly as parsing it into a
+/// [`serde_json::Value`] would (numbers in range, string escapes valid), without
+/// building anything. (`serde::de::IgnoredAny` would skip nested values without
+/// those checks: `{"a":1e999}` would pass and then be refused by the hub.)
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// A publish frame on its way to the publisher task.
+struct Outgoing {
+    req: u64,
+    frame: Utf8Bytes,
+    reply: Reply,
+}
+
+/// `{"type":"publish","req":REQ,"event":EVENT}`, written by hand: the same bytes
+/// serde writes for [`ClientFrame::Publish`] of `event` (fields in the order topic,
+/// type, source, key, data; absent options left out), except that `raw_data`, when
+/// given, is spliced in as the data instead of `event.data`.
+fn publish_frame(req: u64, event: &NewEvent, raw_data: Option<RawJson<'_>>) -> String {
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        serde_json::to_writer(&mut *out, s).expect("a string serializes");
+    }
+    let data_len = raw_data.map_or(16, |r| r.as_str().len());
+    let mut out = Vec::with_capacity(80 + event.topic.len() + data_len);
+    out.extend_from_slice(br#"{"type":"publish","req":"#);
+    out.extend_from_slice(req.to_string().as_bytes());
+    out.extend_from_slice(br#","event":{"topic":"#);
+    put_str(&mut out, &event.topic);
+    for (name, value) in [
+        (&br#","type":"#[..], &event.kind),
+        (br#","source":"#, &event.source),
+        (br#","key":"#, &event.key),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name);
+            put_str(&mut out, v);
+        }
+    }
+    out.extend_from_slice(br#","data":"#);
+    match raw_data {
+        Some(raw) => out.extend_from_slice(raw.as_str().as_bytes()),
+        None => serde_json::to_writer(&mut out, &event.data).expect("a value serializes"),
+    }
+    out.extend_from_slice(b"}}");
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
 impl Publisher {
@@ -467,6 +578,7 @@ impl Publisher {
             url,
             key_prefix: random_prefix(),
             seq: AtomicU64::new(0),
+            req: AtomicU64::new(0),
         })
     }
 
@@ -505,14 +617,40 @@ impl Publisher {
     /// # Errors
     /// [`ClientError::InvalidEvent`] (nothing is sent), or the error that made the
     /// publisher give up earlier.
-    pub async fn send(&self, mut event: NewEvent) -> Result<Ticket, ClientError> {
+    pub async fn send(&self, event: NewEvent) -> Result<Ticket, ClientError> {
+        self.send_inner(event, None).await
+    }
+
+    /// [`send`](Publisher::send) with `data` as the event's data, sent as the text it
+    /// is (`event.data` is ignored). For data that arrives as JSON text (a `hub-emit
+    /// --lines` line): no tree is built and no JSON is written again.
+    ///
+    /// # Errors
+    /// As [`send`](Publisher::send).
+    pub async fn send_with_data(
+        &self,
+        event: NewEvent,
+        data: RawJson<'_>,
+    ) -> Result<Ticket, ClientError> {
+        self.send_inner(event, Some(data)).await
+    }
+
+    async fn send_inner(
+        &self,
+        mut event: NewEvent,
+        raw_data: Option<RawJson<'_>>,
+    ) -> Result<Ticket, ClientError> {
         event.validate()?;
         if event.key.is_none() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             event.key = Some(format!("{}-{n}", self.key_prefix));
         }
+        // The frame is built here, on the caller's side; the publisher task only
+        // writes it (and keeps it for a resend).
+        let req = self.req.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = Utf8Bytes::from(publish_frame(req, &event, raw_data));
         let (reply, rx) = oneshot::channel();
-        if self.tx.send((event, reply)).await.is_err() {
+        if self.tx.send(Outgoing { req, frame, reply }).await.is_err() {
             return Err(self.failure());
         }
         Ok(Ticket(rx))
@@ -599,14 +737,13 @@ struct Pending {
 /// The publisher task: connect, (re)send what is pending, pipeline new events, match
 /// acks to requests, reconnect on transient failures.
 async fn run_publisher(
-    mut rx: mpsc::Receiver<(NewEvent, Reply)>,
+    mut rx: mpsc::Receiver<Outgoing>,
     state: watch::Sender<ConnState>,
     url: String,
     token: Option<String>,
     timeout: Option<Duration>,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut next_req: u64 = 0;
     let mut backoff = Backoff::new();
     let mut rx_open = true;
     let mut was_connected = false;
@@ -687,15 +824,8 @@ async fn run_publisher(
                     // Batch: everything already queued goes out in one flush.
                     let mut item = Some(first);
                     let mut failed = None;
-                    while let Some((event, reply)) = item.take() {
-                        next_req += 1;
-                        let frame = ClientFrame::Publish {
-                            req: Some(next_req.into()),
-                            event,
-                        };
-                        let text = serde_json::to_string(&frame).expect("a frame serializes");
-                        let frame = Utf8Bytes::from(text);
-                        pending.push_back(Pending { req: next_req, frame: frame.clone(), reply });
+                    while let Some(Outgoing { req, frame, reply }) = item.take() {
+                        pending.push_back(Pending { req, frame: frame.clone(), reply });
                         if failed.is_none()
                             && let Err(e) = ws.feed(Message::Text(frame)).await
                         {
@@ -770,7 +900,7 @@ fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str
 fn give_up(
     e: ClientError,
     pending: &mut VecDeque<Pending>,
-    rx: &mut mpsc::Receiver<(NewEvent, Reply)>,
+    rx: &mut mpsc::Receiver<Outgoing>,
     state: &watch::Sender<ConnState>,
 ) {
     state.send_replace(ConnState::Failed(e.clone()));
@@ -778,7 +908,7 @@ fn give_up(
         let _ = p.reply.send(Err(e.clone()));
     }
     rx.close();
-    while let Ok((_, reply)) = rx.try_recv() {
+    while let Ok(Outgoing { reply, .. }) = rx.try_recv() {
         let _ = reply.send(Err(e.clone()));
     }
 }
@@ -819,8 +949,8 @@ pub struct SubscribeOptions {
 pub enum SubEvent {
     /// The hub confirmed the subscription (after each (re)connect).
     Subscribed { last_id: u64 },
-    /// One event, with the hub's JSON encoding of it.
-    Event { event: Event, json: String },
+    /// One event, as the hub sent it.
+    Event(Received),
     /// Replay is over; live events follow.
     Live { last_id: u64 },
     /// Events `from..=to` left retention before they could be delivered.
@@ -828,6 +958,67 @@ pub enum SubEvent {
     /// The connection dropped (or an attempt failed); the next call waits `delay`
     /// and tries again.
     Reconnecting { cause: String, delay: Duration },
+}
+
+/// One event as received: its id and its JSON exactly as the hub sent it (compact,
+/// one line). Nothing else is parsed unless asked for with
+/// [`parse`](Received::parse): printing an event as JSON needs no tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    id: u64,
+    /// The frame the event came in, and where the event's JSON is in it.
+    text: Utf8Bytes,
+    range: std::ops::Range<usize>,
+}
+
+impl Received {
+    /// From an event's JSON text (the text of a frame sliced out, or re-encoded).
+    fn new(text: Utf8Bytes, range: std::ops::Range<usize>) -> Result<Received, String> {
+        let json = &text.as_str()[range.clone()];
+        let id = match event_id(json) {
+            Some(id) => id,
+            None => {
+                #[derive(serde::Deserialize)]
+                struct IdOnly {
+                    id: u64,
+                }
+                serde_json::from_str::<IdOnly>(json)
+                    .map_err(|e| e.to_string())?
+                    .id
+            }
+        };
+        Ok(Received { id, text, range })
+    }
+
+    /// The event's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The event's JSON as the hub sent it.
+    pub fn json(&self) -> &str {
+        &self.text.as_str()[self.range.clone()]
+    }
+
+    /// The whole event (for filters, other formats, progress bars).
+    ///
+    /// # Errors
+    /// The JSON is not an event this client can read.
+    pub fn parse(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(self.json())
+    }
+}
+
+/// The id of an event encoded the hub's way (`{"id":42,"ts":...`), without a
+/// parser; `None` for any other shape.
+fn event_id(json: &str) -> Option<u64> {
+    let rest = json.strip_prefix(r#"{"id":"#)?;
+    let end = rest.find(',')?;
+    let digits = &rest[..end];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// One subscription over a reconnecting connection.
@@ -1071,16 +1262,9 @@ impl Subscriber {
             Some(Err(e)) => return self.dropped(e.to_string()),
             None => return self.dropped("connection closed".into()),
         };
-        if let Some(rest) = text.strip_prefix(self.event_prefix.as_str())
-            && let Some(json) = rest.strip_suffix('}')
-        {
-            return match serde_json::from_str::<Event>(json) {
-                Ok(event) => self.event(event, json.to_string()),
-                Err(e) => {
-                    tracing::warn!("ignoring an event the client cannot read: {e}");
-                    None
-                }
-            };
+        if text.as_str().starts_with(self.event_prefix.as_str()) && text.as_str().ends_with('}') {
+            let range = self.event_prefix.len()..text.len() - 1;
+            return self.event(Received::new(text, range));
         }
         let frame = match serde_json::from_str::<ServerFrame>(&text) {
             Ok(f) => f,
@@ -1101,14 +1285,9 @@ impl Subscriber {
                 from, to, reason, ..
             } => Some(Ok(SubEvent::Gap { from, to, reason })),
             ServerFrame::Event { event, .. } => {
-                let json = event.to_string();
-                match serde_json::from_value::<Event>(event) {
-                    Ok(ev) => self.event(ev, json),
-                    Err(e) => {
-                        tracing::warn!("ignoring an event the client cannot read: {e}");
-                        None
-                    }
-                }
+                let json = Utf8Bytes::from(event.to_string());
+                let range = 0..json.len();
+                self.event(Received::new(json, range))
             }
             ServerFrame::Error {
                 code, message, req, ..
@@ -1127,12 +1306,22 @@ impl Subscriber {
     }
 
     /// Hands out an event unless it was handed out before.
-    fn event(&mut self, event: Event, json: String) -> Option<Result<SubEvent, ClientError>> {
+    fn event(
+        &mut self,
+        received: Result<Received, String>,
+    ) -> Option<Result<SubEvent, ClientError>> {
+        let event = match received {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("ignoring an event the client cannot read: {e}");
+                return None;
+            }
+        };
         if self.last_id.is_some_and(|last| event.id <= last) {
             return None;
         }
         self.last_id = Some(event.id);
-        Some(Ok(SubEvent::Event { event, json }))
+        Some(Ok(SubEvent::Event(event)))
     }
 
     /// The connection is gone: plan a reconnect, or fail without `reconnect`.
@@ -1205,6 +1394,64 @@ mod tests {
         let a = random_prefix();
         assert_eq!(a.len(), 12);
         assert_ne!(a, random_prefix());
+    }
+
+    #[test]
+    fn publish_frames_are_what_serde_writes() {
+        let mut full = NewEvent::new("task:b-1");
+        full.kind = Some("progress".into());
+        full.source = Some("host \"q\" \u{7}é".into());
+        full.key = Some("k-1".into());
+        full.data = serde_json::json!({"b": [1, 2.5, null], "a": "x\ny", "ü": {}});
+        for ev in [NewEvent::new("t"), full] {
+            let want = serde_json::to_string(&ClientFrame::Publish {
+                req: Some(7.into()),
+                event: ev.clone(),
+            })
+            .unwrap();
+            assert_eq!(publish_frame(7, &ev, None), want);
+            // Raw data is spliced in as it is, and the frame parses back to the event.
+            let raw_text = serde_json::to_string(&ev.data).unwrap();
+            let raw = RawJson::new(&raw_text).unwrap();
+            assert_eq!(publish_frame(7, &ev, Some(raw)), want);
+            let parsed = ClientFrame::parse(&publish_frame(9, &ev, Some(raw))).unwrap();
+            assert_eq!(
+                parsed,
+                ClientFrame::Publish {
+                    req: Some(9.into()),
+                    event: ev
+                }
+            );
+        }
+        let spaced = RawJson::new(r#"{"a": [1, 2]}"#).unwrap();
+        let f = publish_frame(1, &NewEvent::new("t"), Some(spaced));
+        assert_eq!(
+            f,
+            r#"{"type":"publish","req":1,"event":{"topic":"t","data":{"a": [1, 2]}}}"#
+        );
+        for bad in ["", "{", "{} {}", "[1,]", "1e999", r#""\ud800""#] {
+            assert!(RawJson::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn received_events_keep_their_json() {
+        let json =
+            r#"{"id":42,"ts":"2026-11-21T22:30:00.123Z","topic":"t","type":"m","data":{"id":1}}"#;
+        let frame = format!(r#"{{"type":"event","sub":"s1","event":{json}}}"#);
+        let start = frame.find(r#"{"id""#).unwrap();
+        let range = start..frame.len() - 1;
+        let r = Received::new(Utf8Bytes::from(frame), range).unwrap();
+        assert_eq!((r.id(), r.json()), (42, json));
+        let ev = r.parse().unwrap();
+        assert_eq!((ev.id, ev.topic.as_str()), (42, "t"));
+        // Another field order still finds the id.
+        let other = r#"{"topic":"t","id":7,"ts":"2026-11-21T22:30:00.123Z","type":"m"}"#;
+        let r = Received::new(Utf8Bytes::from(other), 0..other.len()).unwrap();
+        assert_eq!(r.id(), 7);
+        assert!(Received::new(Utf8Bytes::from("{}"), 0..2).is_err());
+        assert_eq!(event_id(r#"{"id":,"#), None);
+        assert_eq!(event_id(r#"{"id":-1,"#), None);
     }
 
     #[test]

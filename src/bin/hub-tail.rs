@@ -19,5 +19,6 @@ async fn main() -> ExitCode {
     }
 }
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// No `#[global_allocator]`: the system allocator. hub-tail allocates little per
+// line; mimalloc only added start-up time (1.8 ms vs 1.3 ms for `--version`) and
+// resident memory, as in hub-emit and hub-sub.

@@ -8,7 +8,7 @@
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::client::{ClientError, Publisher, Ticket};
+use crate::client::{ClientError, Publisher, RawJson, Ticket};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
@@ -314,7 +314,16 @@ fn hostname() -> String {
 }
 
 /// One stdin line as an event (`--lines` / `--events`); `Ok(None)` skips it.
-fn line_event(args: &EmitArgs, t: &Template, line: &[u8]) -> Result<Option<NewEvent>, String> {
+///
+/// A `--lines` line that is a JSON object, with no KEY=VALUE fields to merge in, is
+/// only checked: it is sent as the data as it is ([`RawJson`]), not parsed into a
+/// tree and written out again. Its text is one line and valid JSON; the hub stores
+/// it compact.
+fn line_event<'a>(
+    args: &EmitArgs,
+    t: &Template,
+    line: &'a [u8],
+) -> Result<Option<(NewEvent, Option<RawJson<'a>>)>, String> {
     let line = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 ({e})"))?;
     if args.events {
         if line.trim().is_empty() {
@@ -324,25 +333,36 @@ fn line_event(args: &EmitArgs, t: &Template, line: &[u8]) -> Result<Option<NewEv
         if ev.source.is_none() {
             ev.source = t.source.clone();
         }
-        return Ok(Some(ev));
+        return Ok(Some((ev, None)));
     }
     let trimmed = line.trim();
+    if t.fields.is_empty() && trimmed.starts_with('{') {
+        // Valid JSON that starts with `{` is an object.
+        return match RawJson::new(trimmed) {
+            Ok(raw) => Ok(Some((t.event(Value::Null), Some(raw)))),
+            Err(e) if trimmed.ends_with('}') => Err(not_json(&e)),
+            Err(_) => Ok(Some((t.event(json!({ "line": line })), None))),
+        };
+    }
     let data = if trimmed.starts_with('{') {
         match serde_json::from_str::<Value>(trimmed) {
             Ok(v @ Value::Object(_)) => v,
             Ok(_) => json!({ "line": line }),
-            Err(e) if trimmed.ends_with('}') => {
-                return Err(format!(
-                    "looks like a JSON object but is not valid JSON ({e}); \
-                     lines are either JSON objects or plain text"
-                ));
-            }
+            Err(e) if trimmed.ends_with('}') => return Err(not_json(&e)),
             Err(_) => json!({ "line": line }),
         }
     } else {
         json!({ "line": line })
     };
-    Ok(Some(t.event(merge(data, &t.fields))))
+    Ok(Some((t.event(merge(data, &t.fields)), None)))
+}
+
+/// What is said about a line that looks like a JSON object and is not one.
+fn not_json(e: &serde_json::Error) -> String {
+    format!(
+        "looks like a JSON object but is not valid JSON ({e}); \
+         lines are either JSON objects or plain text"
+    )
 }
 
 /// `--lines` / `--events`: read stdin, pipeline the events, report malformed lines
@@ -365,8 +385,9 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
         }
         lineno += 1;
         let line = strip_newline(&buf);
-        let ev = match line_event(args, t, line) {
-            Ok(Some(ev)) => ev,
+        let sent = match line_event(args, t, line) {
+            Ok(Some((ev, Some(raw)))) => publisher.send_with_data(ev, raw).await,
+            Ok(Some((ev, None))) => publisher.send(ev).await,
             Ok(None) => continue,
             Err(msg) => {
                 eprintln!("hub-emit: stdin line {lineno}: {msg}");
@@ -374,7 +395,7 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
                 continue;
             }
         };
-        match publisher.send(ev).await {
+        match sent {
             Ok(ticket) => tickets.push_back((lineno, ticket)),
             Err(ClientError::InvalidEvent(e)) => {
                 eprintln!("hub-emit: stdin line {lineno}: {e}");
@@ -908,17 +929,31 @@ mod tests {
     fn lines_become_data() {
         let a = args(&["log:x", "--lines", "host=web1"]);
         let t = Template::from_args(&a).unwrap();
-        let ev = line_event(&a, &t, br#"{"a":1}"#).unwrap().unwrap();
-        assert_eq!(ev.data, json!({"a":1,"host":"web1"}));
-        let ev = line_event(&a, &t, b"plain {text}").unwrap().unwrap();
+        let (ev, raw) = line_event(&a, &t, br#"{"a":1}"#).unwrap().unwrap();
+        assert_eq!((ev.data, raw), (json!({"a":1,"host":"web1"}), None));
+        let (ev, _) = line_event(&a, &t, b"plain {text}").unwrap().unwrap();
         assert_eq!(ev.data, json!({"line":"plain {text}","host":"web1"}));
-        let ev = line_event(&a, &t, b"").unwrap().unwrap();
+        let (ev, _) = line_event(&a, &t, b"").unwrap().unwrap();
         assert_eq!(ev.data["line"], "");
         assert!(line_event(&a, &t, br#"{"a":}"#).is_err());
         assert!(line_event(&a, &t, b"\xff\xfe").is_err());
+        // Without fields, a JSON object line is sent as it is, after a check.
+        let a = args(&["log:x", "--lines"]);
+        let t = Template::from_args(&a).unwrap();
+        let (ev, raw) = line_event(&a, &t, br#" {"a": [1, 2]} "#).unwrap().unwrap();
+        assert_eq!(raw.map(|r| r.as_str()), Some(r#"{"a": [1, 2]}"#));
+        assert_eq!((ev.topic.as_str(), ev.source.is_some()), ("log:x", true));
+        for bad in [&br#"{"a":}"#[..], br#"{"a":1e999}"#, br#"{"a":1} x}"#] {
+            let e = line_event(&a, &t, bad).err().unwrap();
+            assert!(e.contains("not valid JSON"), "{e}");
+        }
+        let (ev, raw) = line_event(&a, &t, b"{not json").unwrap().unwrap();
+        assert_eq!((ev.data, raw), (json!({"line": "{not json"}), None));
+        let (ev, raw) = line_event(&a, &t, b"[1]").unwrap().unwrap();
+        assert_eq!((ev.data, raw), (json!({"line": "[1]"}), None));
         let a = args(&["--events"]);
         let t = Template::from_args(&a).unwrap();
-        let ev = line_event(&a, &t, br#"{"topic":"a","type":"b"}"#)
+        let (ev, _) = line_event(&a, &t, br#"{"topic":"a","type":"b"}"#)
             .unwrap()
             .unwrap();
         assert_eq!((ev.topic.as_str(), ev.kind()), ("a", "b"));

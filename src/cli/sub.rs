@@ -180,6 +180,13 @@ struct Stop {
     drain: bool,
 }
 
+impl Stop {
+    /// Whether deciding needs an event's fields (`--count` and `--drain` do not).
+    fn needs_fields(&self) -> bool {
+        self.until.is_some() || self.wait_task.is_some()
+    }
+}
+
 /// Runs `hub-sub` and returns its exit code.
 pub async fn run(args: SubArgs) -> anyhow::Result<u8> {
     let (spec, stop) = plan(&args)?;
@@ -198,6 +205,7 @@ pub async fn run(args: SubArgs) -> anyhow::Result<u8> {
         sub,
         out: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
         format: args.format,
+        needs_fields: args.format != Format::Json || args.progress || stop.needs_fields(),
         progress: args.progress.then(ProgressView::new),
         ready_file: args.ready_file.clone(),
         ready: false,
@@ -305,6 +313,9 @@ struct Session {
     sub: Subscriber,
     out: std::io::BufWriter<std::io::Stdout>,
     format: Format,
+    /// Whether each event is parsed: for another format than json, progress bars or
+    /// a stop condition on its fields. Else its JSON is printed as received.
+    needs_fields: bool,
     progress: Option<ProgressView>,
     ready_file: Option<PathBuf>,
     ready: bool,
@@ -367,9 +378,22 @@ impl Session {
                 Err(e) => return Err(self.explain(e)),
             };
             match item {
-                SubEvent::Event { event, json } => {
-                    self.print(&event, &json)?;
-                    if let Some(code) = decide(stop, &event, self.printed) {
+                SubEvent::Event(received) => {
+                    // The event's fields are read only when something needs them:
+                    // `--format json` prints the hub's JSON as it came.
+                    let event = if self.needs_fields {
+                        match received.parse() {
+                            Ok(e) => Some(e),
+                            Err(e) => {
+                                tracing::warn!("ignoring an event hub-sub cannot read: {e}");
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    self.print(received.json(), event.as_ref())?;
+                    if let Some(code) = decide(stop, event.as_ref(), self.printed) {
                         return Ok(code);
                     }
                 }
@@ -424,11 +448,20 @@ impl Session {
         }
     }
 
-    fn print(&mut self, event: &Event, json: &str) -> anyhow::Result<()> {
-        match &mut self.progress {
-            Some(view) => view.update(event),
-            None => {
+    /// Prints one event: `json` as received; `event` its fields, parsed when
+    /// [`needs_fields`](Session::needs_fields).
+    fn print(&mut self, json: &str, event: Option<&Event>) -> anyhow::Result<()> {
+        match (&mut self.progress, event) {
+            (Some(view), Some(event)) => view.update(event),
+            (None, Some(event)) => {
                 write_event(&mut self.out, self.format, event, json).context("writing to stdout")?
+            }
+            (_, None) => {
+                debug_assert_eq!(self.format, Format::Json);
+                self.out
+                    .write_all(json.as_bytes())
+                    .and_then(|_| self.out.write_all(b"\n"))
+                    .context("writing to stdout")?
             }
         }
         self.printed += 1;
@@ -458,9 +491,11 @@ impl Session {
     }
 }
 
-/// The exit code if this event ends the run.
-fn decide(stop: &Stop, event: &Event, printed: u64) -> Option<u8> {
+/// The exit code if this event ends the run. `event` is `None` when no stop
+/// condition needs its fields (see [`Stop::needs_fields`]).
+fn decide(stop: &Stop, event: Option<&Event>, printed: u64) -> Option<u8> {
     if let Some(task) = &stop.wait_task
+        && let Some(event) = event
         && &event.topic == task
     {
         match event.kind.as_str() {
@@ -469,7 +504,9 @@ fn decide(stop: &Stop, event: &Event, printed: u64) -> Option<u8> {
             _ => {}
         }
     }
-    if stop.until.as_ref().is_some_and(|f| f.matches(event)) {
+    if let (Some(f), Some(event)) = (&stop.until, event)
+        && f.matches(event)
+    {
         return Some(exit::OK);
     }
     if stop.count.is_some_and(|n| printed >= n) {
@@ -537,13 +574,17 @@ mod tests {
             wait_task: Some("ci:7".into()),
             drain: false,
         };
-        assert_eq!(decide(&stop, &ev, 1), Some(exit::FAILURE));
+        assert_eq!(decide(&stop, Some(&ev), 1), Some(exit::FAILURE));
         ev.kind = "task_completed".into();
-        assert_eq!(decide(&stop, &ev, 1), Some(exit::OK));
+        assert_eq!(decide(&stop, Some(&ev), 1), Some(exit::OK));
         ev.kind = "task_started".into();
-        assert_eq!(decide(&stop, &ev, 1), Some(exit::OK), "--until matched");
+        assert_eq!(
+            decide(&stop, Some(&ev), 1),
+            Some(exit::OK),
+            "--until matched"
+        );
         ev.data = json!({});
-        assert_eq!(decide(&stop, &ev, 1), None);
-        assert_eq!(decide(&stop, &ev, 3), Some(exit::OK));
+        assert_eq!(decide(&stop, Some(&ev), 1), None);
+        assert_eq!(decide(&stop, Some(&ev), 3), Some(exit::OK));
     }
 }
