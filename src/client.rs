@@ -1419,7 +1419,7 @@ mod tests {
                 parsed,
                 ClientFrame::Publish {
                     req: Some(9.into()),
-                    event: ev
+                    event: ev.into()
                 }
             );
         }
