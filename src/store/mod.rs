@@ -286,21 +286,21 @@ impl Log {
         let mut inner = self.inner.lock().unwrap();
         let inner = &mut *inner;
         // Key → id given in this batch (0 until encoded).
-        let mut batch_keys: HashMap<String, u64> = HashMap::new();
+        let mut batch_keys: HashMap<String, u64, foldhash::fast::RandomState> = HashMap::default();
         let slots: Vec<Slot> = batch
             .into_iter()
-            .map(|new| match new.key.as_deref() {
-                Some(k) if inner.dedup.get(k).is_some() => {
-                    Slot::Done(Appended::Duplicate(inner.dedup.get(k).unwrap()))
-                }
-                Some(k) if batch_keys.contains_key(k) => Slot::SameKey(k.to_string()),
-                k => {
-                    if let Some(k) = k {
-                        batch_keys.insert(k.to_string(), 0);
+            .map(
+                |new| match new.key.as_deref().map(|k| (k, inner.dedup.get(k))) {
+                    Some((_, Some(id))) => Slot::Done(Appended::Duplicate(id)),
+                    Some((k, None)) if batch_keys.contains_key(k) => Slot::SameKey(k.to_string()),
+                    k => {
+                        if let Some((k, _)) = k {
+                            batch_keys.insert(k.to_string(), 0);
+                        }
+                        Slot::Pending(new)
                     }
-                    Slot::Pending(new)
-                }
-            })
+                },
+            )
             .collect();
         let mut buf = std::mem::take(&mut inner.buf);
         buf.clear();
