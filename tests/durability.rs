@@ -270,3 +270,45 @@ fn busy_port_and_bad_flags_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("always") && err.contains("batch"), "{err}");
 }
+
+#[test]
+fn tells_systemd_it_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = common::bin("hub-serve")
+        .args(["--listen", "127.0.0.1:0", "--memory"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification from hub-serve");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    common::signal(child.id(), "TERM");
+    let status =
+        common::wait_child(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(status.success());
+}
+
+#[test]
+fn warns_when_listening_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::spawn(dir.path(), "0.0.0.0:0", &["--memory"]);
+    common::wait_until("the warning", Duration::from_secs(10), || {
+        hub.stderr_text().contains("beyond loopback")
+    });
+    // With a token: no warning before the hub says it is ready (it warns before).
+    let quiet = Hub::spawn(dir.path(), "0.0.0.0:0", &["--memory", "--token", "t"]);
+    common::wait_until("ready", Duration::from_secs(10), || {
+        quiet.stderr_text().contains("ready")
+    });
+    assert!(
+        !quiet.stderr_text().contains("beyond loopback"),
+        "{}",
+        quiet.stderr_text()
+    );
+}
