@@ -265,13 +265,23 @@ impl Segment {
         })
     }
 
-    /// Appends already-encoded records whose ids and times are given in `ids`.
+    /// Appends already-encoded records whose ids, times and lengths are given in
+    /// `records`. On error nothing of `bytes` remains in the segment.
     pub fn append(&self, bytes: &[u8], records: &[(u64, u64, u32)]) -> io::Result<()> {
         let mut meta = self.meta.write().unwrap();
         match &self.backing {
             Backing::File(f) => {
-                let mut f: &File = f;
-                io::Write::write_all(&mut f, bytes)?;
+                let mut w: &File = f;
+                if let Err(e) = io::Write::write_all(&mut w, bytes) {
+                    // A short write (disk full) must not stay in the file: records
+                    // appended after it would sit behind a torn one, and the scan at
+                    // the next start stops at the first bad record. Cut back to the
+                    // last whole record; nothing of this batch was acknowledged.
+                    if let Err(cut) = f.set_len(meta.bytes) {
+                        tracing::error!("cannot cut a failed write back out of the log: {cut}");
+                    }
+                    return Err(e);
+                }
             }
             Backing::Memory(v) => v.write().unwrap().extend_from_slice(bytes),
         }
