@@ -30,12 +30,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// A frame queued for the socket. Boxed so that the queue's first block (32
+/// slots, allocated with the queue) costs 256 bytes per connection, not 1.3 KB.
+type Out = Box<Message>;
+
 /// Frames queued for the socket per connection.
 const OUT_QUEUE: usize = 256;
 /// Initial read buffer per connection; it grows for large frames. Kept small
-/// because idle connections are the common case (10,000 of them should fit in
-/// about 100 MiB).
-const READ_BUFFER: usize = 2048;
+/// because idle connections are the common case (W5 in BENCHMARKS.md).
+const READ_BUFFER: usize = 1024;
 /// Frames are gathered up to this many bytes before a socket write (the writer task
 /// flushes whenever its queue is empty, so this adds no latency).
 const WRITE_BUFFER: usize = 64 << 10;
@@ -120,20 +123,20 @@ impl Drop for ConnGuard {
     }
 }
 
-fn close_msg(code: u16, reason: &str) -> Message {
+fn close_msg(code: u16, reason: &str) -> Out {
     // A close reason is at most 123 bytes.
     let mut r = reason.to_string();
     while r.len() > 123 {
         r.pop();
     }
-    Message::Close(Some(CloseFrame {
+    Box::new(Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from(r),
-    }))
+    })))
 }
 
-fn text(s: String) -> Message {
-    Message::Text(Utf8Bytes::from(s))
+fn text(s: String) -> Out {
+    Box::new(Message::Text(Utf8Bytes::from(s)))
 }
 
 async fn connection(
@@ -144,20 +147,20 @@ async fn connection(
 ) {
     let (mut sink, mut stream) = socket.split();
     if let Refusal::Close(code, reason) = refusal {
-        let _ = sink.send(close_msg(code, &reason)).await;
+        let _ = sink.send(*close_msg(code, &reason)).await;
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(OUT_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            if sink.feed(msg).await.is_err() {
+            let closing = matches!(*msg, Message::Close(_));
+            if sink.feed(*msg).await.is_err() {
                 return;
             }
             if !closing {
                 while let Ok(m) = out_rx.try_recv() {
-                    let closing = matches!(m, Message::Close(_));
-                    if sink.feed(m).await.is_err() {
+                    let closing = matches!(*m, Message::Close(_));
+                    if sink.feed(*m).await.is_err() {
                         return;
                     }
                     if closing {
@@ -213,7 +216,7 @@ async fn connection(
                 if last_seen.elapsed() >= idle {
                     break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
                 }
-                let _ = conn.out.try_send(Message::Ping(Default::default()));
+                let _ = conn.out.try_send(Box::new(Message::Ping(Default::default())));
             }
             _ = tokio::time::sleep_until(last_seen + idle) => {
                 break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
@@ -231,7 +234,7 @@ async fn connection(
 /// frame out, then waits briefly for the client's Close.
 async fn finish(
     mut conn: Conn,
-    out_tx: mpsc::Sender<Message>,
+    out_tx: mpsc::Sender<Out>,
     writer: JoinHandle<()>,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
     end: Option<(u16, String)>,
@@ -273,7 +276,7 @@ type Pipelined = (Option<Value>, IncomingEvent);
 
 struct Conn {
     app: AppState,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Out>,
     subs: HashMap<String, JoinHandle<()>>,
     /// Started with the first `publish` frame: most connections only subscribe, and
     /// an idle connection should cost little memory.
@@ -410,7 +413,7 @@ impl Conn {
 }
 
 /// Moves one subscription's deliveries into the connection's queue.
-async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Message>) {
+async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Out>) {
     let name_json = serde_json::to_string(&name).expect("a string serializes");
     loop {
         let msg = match sub.next().await {
@@ -442,11 +445,7 @@ async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Message>
 }
 
 /// Turns queued `publish` frames into batched appends and answers in order.
-async fn publisher(
-    app: AppState,
-    mut rx: mpsc::Receiver<Box<Pipelined>>,
-    out: mpsc::Sender<Message>,
-) {
+async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: mpsc::Sender<Out>) {
     let mut queued = Vec::with_capacity(1024);
     while rx.recv_many(&mut queued, 1024).await > 0 {
         let (replies, batch): (Vec<Option<Value>>, Vec<IncomingEvent>) =
