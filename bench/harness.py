@@ -1170,6 +1170,8 @@ def main():
     meta.update(started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
                 duration_s=round(time.time() - started, 1), notes=notes,
                 argv=sys.argv[1:], quick=a.quick, label=a.label, workloads=only, systems=a.systems)
+    if a.quick and a.results == os.path.join(BENCH, "results"):
+        a.results = os.path.join(BENCH, "results", "quick")  # smoke tests stay out of history
     os.makedirs(a.results, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     out = os.path.join(a.results, f"{stamp}-{meta['git_rev']}.json")
