@@ -1151,10 +1151,13 @@ def main():
     ctx = Ctx(a, tmp, a.systems)
     meta = machine()
     started = time.time()
+    loads = []
     log(f"systems {a.systems}, workloads {only}, scratch {tmp}")
     try:
         for w in only:
             t = time.monotonic()
+            # Other work on the machine (builds, tests) shows here; it makes numbers noisy.
+            loads.append((w, float(open("/proc/loadavg").read().split()[0])))
             log(f"--- {w}")
             try:
                 WORKLOADS[w](ctx)
@@ -1169,7 +1172,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     meta.update(started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
                 duration_s=round(time.time() - started, 1), notes=notes,
-                argv=sys.argv[1:], quick=a.quick, label=a.label, workloads=only, systems=a.systems)
+                argv=sys.argv[1:], quick=a.quick, label=a.label, loadavg=loads, workloads=only, systems=a.systems)
     if a.quick and a.results == os.path.join(BENCH, "results"):
         a.results = os.path.join(BENCH, "results", "quick")  # smoke tests stay out of history
     os.makedirs(a.results, exist_ok=True)

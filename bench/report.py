@@ -189,6 +189,13 @@ def render(data, files):
              f"kernel {meta['kernel']}, {meta['os']}.  ")
     L.append(f"Anchors: {v.get('mosquitto')}; {v.get('redis')}; {v.get('nats-server')}; "
              f"{v.get('hyperfine')}; harness Python {v.get('python')}.\n")
+    loads = meta.get("loadavg") or []
+    if loads:
+        hi = max(l for _, l in loads)
+        busy = ", ".join(f"{w} {l:.1f}" for w, l in loads if l > 1.0)
+        L.append(f"1-minute load average when each workload started: {min(l for _, l in loads):.1f}–{hi:.1f}"
+                 + (f" (above 1 before: {busy}: something else was running on this {meta['nproc']}-CPU "
+                    "machine, so those numbers are noisier)." if busy else ".") + "\n")
     for n in meta.get("notes", []):
         L.append(f"> **Note:** {n}\n")
     L.append("All brokers listen on 127.0.0.1; each run gets a fresh broker. hub runs with its "
