@@ -129,9 +129,9 @@ def summary(res):
     h, r = med(g2.get("hub", []), "rate"), med(g2.get("redis", []), "rate")
     row("W2 fan-out ≥ redis rate", fmt(h, " deliveries/s"), "redis", fmt(r, " deliveries/s"),
         None if h is None or r is None else h >= r)
-    g3 = group(res, "w3")
+    g3 = group(res, "w3_pooled") or group(res, "w3")
     h, r = med(g3.get("hub", []), "p99_ms"), med(g3.get("redis", []), "p99_ms")
-    row("W3 p99 ≤ 2 ms", fmt(h, " ms"), "redis", fmt(r, " ms"), None if h is None else h <= 2.0)
+    row("W3 p99 ≤ 2 ms (all runs pooled)", fmt(h, " ms"), "redis", fmt(r, " ms"), None if h is None else h <= 2.0)
     g4 = group(res, "w4")
     h = med(g4.get("hub-emit (durable ack)", []), "median_ms")
     m = med(g4.get("mosquitto_pub (QoS 0)", []), "median_ms")
@@ -237,11 +237,13 @@ def render(data, files):
                  "subscriber's stdout − send time. \"mosquitto (nodelay)\" is the broker with "
                  "`set_tcp_nodelay true`.\n")
         hub = med(g.get("hub", []), "p99_ms")
+        gp = group(res, "w3_pooled")
         rows = [[s, spread(rs, "p50_ms", "", 3), spread(rs, "p99_ms", "", 2), spread(rs, "max_ms", "", 1),
+                 fmt(med(gp.get(s, []), "p99_ms"), "", 2), fmt(med(gp.get(s, []), "p999_ms"), "", 2),
                  integrity(rs), "" if s == "hub" else ratio(hub, med(rs, "p99_ms")), len(vals(rs, "p99_ms"))]
                 for s, rs in g.items()]
-        L.append(table(["system", "p50 ms", "p99 ms", "max ms", "lost / dup / reordered",
-                        "hub p99 ÷ this", "runs"], rows) + "\n")
+        L.append(table(["system", "p50 ms", "p99 ms", "max ms", "p99 ms, all runs pooled",
+                        "p99.9 ms, pooled", "lost / dup / reordered", "hub p99 ÷ this", "runs"], rows) + "\n")
 
     wm = [r for r in res if r["workload"] == "w3_modes"]
     if wm:
