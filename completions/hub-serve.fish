@@ -7,7 +7,7 @@ complete -c hub-serve -l retain-events -d 'Keep at least this many events (whole
 complete -c hub-serve -l retain-bytes -d 'Keep at least this much log (e.g. 512MiB, 1GiB)' -r
 complete -c hub-serve -l retain-age -d 'Drop segments whose newest event is older than this (e.g. 7d, 12h)' -r
 complete -c hub-serve -l token -d 'Require this token (Authorization: Bearer T or ?token=T) on every request but /health. Prefer --token-file: a token on the command line shows in ps' -r
-complete -c hub-serve -l token-file -d 'Read the token from this file (first line)' -r -F
+complete -c hub-serve -l token-file -d 'Read the token from this file (first line); takes precedence over --token and HUB_TOKEN, as in the client commands' -r -F
 complete -c hub-serve -l allow-origin -d 'Let browser pages from this origin connect (e.g. https://dash.example:8443); repeatable; `*` allows any' -r
 complete -c hub-serve -l allow-host -d 'Accept this host name in the Host header besides localhost and IP addresses; repeatable' -r
 complete -c hub-serve -l max-connections -d 'Most WebSocket connections at once; more are closed with 4429' -r

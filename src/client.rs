@@ -1032,7 +1032,7 @@ impl Subscriber {
         let (Some(name), Some(ws)) = (&self.spec.durable, &mut self.ws) else {
             return;
         };
-        let frame = ClientFrame::Cursor {
+        let frame: ClientFrame = ClientFrame::Cursor {
             durable: name.clone(),
             id,
         };

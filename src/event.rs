@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest topic, in bytes.
@@ -110,21 +113,14 @@ impl NewEvent {
         self.kind.as_deref().unwrap_or(DEFAULT_TYPE)
     }
 
-    /// Checks topic, type, source and key (not the encoded size: see [`Event::encode`]).
+    /// Checks topic, type, source and key (not the encoded size).
     pub fn validate(&self) -> Result<(), EventError> {
-        validate_topic(&self.topic)?;
-        validate_type(self.kind())?;
-        if let Some(k) = &self.key
-            && (k.is_empty() || k.len() > MAX_KEY_LEN)
-        {
-            return Err(EventError::Key(k.len()));
-        }
-        if let Some(s) = &self.source
-            && s.len() > MAX_SOURCE_LEN
-        {
-            return Err(EventError::Source(s.len()));
-        }
-        Ok(())
+        validate_fields(
+            &self.topic,
+            self.kind(),
+            self.source.as_deref(),
+            self.key.as_deref(),
+        )
     }
 
     /// Parses one event object from JSON text, with a message fit for a user.
@@ -218,37 +214,374 @@ impl Event {
     }
 }
 
-/// An event together with its one JSON encoding.
-#[derive(Debug, Clone, PartialEq)]
+/// The fields of an event that matching and the tasks board read, for both the
+/// client-side [`Event`] and the hub's [`StoredEvent`].
+pub trait Fields {
+    fn id(&self) -> u64;
+    /// Receive time, ms since the epoch.
+    fn ts(&self) -> u64;
+    fn topic(&self) -> &str;
+    fn kind(&self) -> &str;
+    fn source(&self) -> Option<&str>;
+    fn key(&self) -> Option<&str>;
+    fn data(&self) -> &Value;
+}
+
+impl Fields for Event {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn ts(&self) -> u64 {
+        self.ts
+    }
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    fn data(&self) -> &Value {
+        &self.data
+    }
+}
+
+/// An event as the hub receives it (`POST /publish`, a `publish` frame): like
+/// [`NewEvent`], but `data` stays the JSON text it came as. The hub never needs the
+/// tree of a published event's data to store and deliver it, so it does not build
+/// one (see [`StoredEvent`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingEvent {
+    pub topic: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+    /// `id` and `ts` of a re-published event are accepted and ignored.
+    #[serde(default, rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "ts")]
+    _ts: Option<serde::de::IgnoredAny>,
+}
+
+impl PartialEq for IncomingEvent {
+    fn eq(&self, o: &Self) -> bool {
+        self.topic == o.topic
+            && self.kind == o.kind
+            && self.source == o.source
+            && self.key == o.key
+            && self.data_json() == o.data_json()
+    }
+}
+
+impl From<NewEvent> for IncomingEvent {
+    fn from(n: NewEvent) -> Self {
+        let data = serde_json::value::to_raw_value(&n.data).expect("a JSON value serializes");
+        IncomingEvent {
+            topic: n.topic,
+            kind: n.kind,
+            source: n.source,
+            key: n.key,
+            data: Some(data),
+            _id: None,
+            _ts: None,
+        }
+    }
+}
+
+impl IncomingEvent {
+    /// The type, or [`DEFAULT_TYPE`].
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or(DEFAULT_TYPE)
+    }
+
+    /// The data's JSON text (`null` when absent), compact.
+    pub fn data_json(&self) -> Cow<'_, str> {
+        match &self.data {
+            Some(d) => compact_json(d.get()),
+            None => Cow::Borrowed("null"),
+        }
+    }
+
+    /// Checks topic, type, source and key, as [`NewEvent::validate`].
+    pub fn validate(&self) -> Result<(), EventError> {
+        validate_fields(
+            &self.topic,
+            self.kind(),
+            self.source.as_deref(),
+            self.key.as_deref(),
+        )
+    }
+
+    /// Parses one event object from JSON text, with a message fit for a user.
+    pub fn from_json(text: &str) -> Result<Self, EventError> {
+        let ev: IncomingEvent =
+            serde_json::from_str(text).map_err(|e| EventError::Json(describe_json_error(&e)))?;
+        ev.validate()?;
+        Ok(ev)
+    }
+
+    /// The encoded size this event will have once stored, with the widest id: an
+    /// upper bound, so a body can be checked whole before anything is stored.
+    pub fn max_encoded_len(&self) -> usize {
+        StoredEvent::encode(self.clone(), u64::MAX, 0, &format_ts(0))
+            .json
+            .len()
+    }
+}
+
+/// Removes the insignificant whitespace of a valid JSON text, borrowing when there
+/// is none (the common case: machines send compact JSON). Stored events must be
+/// compact: each is one line of `hub-sub`'s output and of `/events`.
+pub fn compact_json(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut first_ws = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            first_ws = Some(i);
+            break;
+        }
+    }
+    let Some(start) = first_ws else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..start]);
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in raw[start..].chars() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if matches!(c, ' ' | '\n' | '\r' | '\t') {
+            continue;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+fn validate_fields(
+    topic: &str,
+    kind: &str,
+    source: Option<&str>,
+    key: Option<&str>,
+) -> Result<(), EventError> {
+    validate_topic(topic)?;
+    validate_type(kind)?;
+    if let Some(k) = key
+        && (k.is_empty() || k.len() > MAX_KEY_LEN)
+    {
+        return Err(EventError::Key(k.len()));
+    }
+    if let Some(s) = source
+        && s.len() > MAX_SOURCE_LEN
+    {
+        return Err(EventError::Source(s.len()));
+    }
+    Ok(())
+}
+
+/// An event the hub has stored: its fields, its one JSON encoding (shared by the
+/// log cache and every subscriber, behind an `Arc`), and its data, decoded from
+/// that encoding only when something asks for it (a `data.*` filter, `/tasks`).
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
-    pub event: Event,
+    pub id: u64,
+    /// Receive time, ms since the epoch.
+    pub ts: u64,
+    pub topic: Box<str>,
+    pub kind: Box<str>,
+    pub source: Option<Box<str>>,
+    pub key: Option<Box<str>>,
     pub json: Box<str>,
+    /// Where `data` sits in `json`.
+    data_at: (u32, u32),
+    data: OnceLock<Value>,
+}
+
+impl PartialEq for StoredEvent {
+    fn eq(&self, o: &Self) -> bool {
+        self.json == o.json
+    }
+}
+
+impl Fields for StoredEvent {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn ts(&self) -> u64 {
+        self.ts
+    }
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    fn data(&self) -> &Value {
+        self.data.get_or_init(|| {
+            serde_json::from_str(self.data_json()).expect("stored data is valid JSON")
+        })
+    }
+}
+
+/// The stored form's envelope, read without decoding `data`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    id: u64,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    source: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 impl StoredEvent {
-    /// Encodes `event` once and keeps both forms.
+    /// Stamps an incoming event with its id and receive time (`ts_text` is `ts`
+    /// formatted, once per batch) and encodes it, once.
+    pub fn encode(inc: IncomingEvent, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
+        fn put_str(out: &mut Vec<u8>, s: &str) {
+            serde_json::to_writer(&mut *out, s).expect("a string serializes");
+        }
+        let data = inc.data_json();
+        let kind = inc.kind();
+        let mut out = Vec::with_capacity(80 + inc.topic.len() + kind.len() + data.len());
+        out.extend_from_slice(b"{\"id\":");
+        out.extend_from_slice(id.to_string().as_bytes());
+        out.extend_from_slice(b",\"ts\":");
+        put_str(&mut out, ts_text);
+        out.extend_from_slice(b",\"topic\":");
+        put_str(&mut out, &inc.topic);
+        out.extend_from_slice(b",\"type\":");
+        put_str(&mut out, kind);
+        if let Some(src) = &inc.source {
+            out.extend_from_slice(b",\"source\":");
+            put_str(&mut out, src);
+        }
+        if let Some(key) = &inc.key {
+            out.extend_from_slice(b",\"key\":");
+            put_str(&mut out, key);
+        }
+        out.extend_from_slice(b",\"data\":");
+        let start = out.len() as u32;
+        out.extend_from_slice(data.as_bytes());
+        let end = out.len() as u32;
+        out.push(b'}');
+        let json = String::from_utf8(out)
+            .expect("JSON output is UTF-8")
+            .into_boxed_str();
+        let kind = kind.into();
+        StoredEvent {
+            id,
+            ts,
+            topic: inc.topic.into_boxed_str(),
+            kind,
+            source: inc.source.map(String::into_boxed_str),
+            key: inc.key.map(String::into_boxed_str),
+            json,
+            data_at: (start, end),
+            data: OnceLock::new(),
+        }
+    }
+
+    /// Stores a client-side [`Event`] as it is (tests and tools).
     pub fn new(event: Event) -> Self {
-        let json = event.encode().into_boxed_str();
-        StoredEvent { event, json }
+        let ts_text = format_ts(event.ts);
+        let (id, ts) = (event.id, event.ts);
+        let new = NewEvent {
+            topic: event.topic,
+            kind: Some(event.kind),
+            source: event.source,
+            key: event.key,
+            data: event.data,
+            id: None,
+            ts: None,
+        };
+        StoredEvent::encode(new.into(), id, ts, &ts_text)
     }
 
-    /// Like [`StoredEvent::new`], with `ts` already formatted.
-    pub fn with_ts(event: Event, ts: &str) -> Self {
-        let json = event.encode_with_ts(ts).into_boxed_str();
-        StoredEvent { event, json }
-    }
-
-    /// Decodes a stored JSON encoding (from the log).
+    /// Reads a stored encoding (from the log) without decoding its data.
     pub fn decode(json: &str) -> Result<Self, serde_json::Error> {
-        let event: Event = serde_json::from_str(json)?;
+        let env: Envelope<'_> = serde_json::from_str(json)?;
+        let ts = parse_ts(&env.ts).ok_or_else(|| serde::de::Error::custom("ts is not RFC 3339"))?;
+        let start = env.data.get().as_ptr() as usize - json.as_ptr() as usize;
+        let end = start + env.data.get().len();
         Ok(StoredEvent {
-            event,
+            id: env.id,
+            ts,
+            topic: env.topic.into(),
+            kind: env.kind.into(),
+            source: env.source.map(Into::into),
+            key: env.key.map(Into::into),
             json: json.into(),
+            data_at: (start as u32, end as u32),
+            data: OnceLock::new(),
         })
     }
 
     pub fn id(&self) -> u64 {
-        self.event.id
+        self.id
+    }
+
+    /// The data's JSON text.
+    pub fn data_json(&self) -> &str {
+        &self.json[self.data_at.0 as usize..self.data_at.1 as usize]
+    }
+
+    /// The client-side form.
+    pub fn to_event(&self) -> Event {
+        Event {
+            id: self.id,
+            ts: self.ts,
+            topic: self.topic.to_string(),
+            kind: self.kind.to_string(),
+            source: self.source.as_deref().map(str::to_string),
+            key: self.key.as_deref().map(str::to_string),
+            data: self.data().clone(),
+        }
     }
 }
 
@@ -342,7 +675,32 @@ mod tests {
             s.json
                 .contains(r#".123Z","topic":"task:x","type":"message","data":{"percent":50}}"#)
         );
-        assert_eq!(StoredEvent::decode(&s.json).unwrap().event, ev);
+        assert_eq!(s.json.as_ref(), ev.encode());
+        let back = StoredEvent::decode(&s.json).unwrap();
+        assert_eq!(back.to_event(), ev);
+        assert_eq!(back.data_json(), r#"{"percent":50}"#);
+    }
+
+    #[test]
+    fn incoming_data_is_kept_raw_and_compacted() {
+        let inc = IncomingEvent::from_json(
+            "{\"topic\":\"t\",\"data\":{ \"a\" : [1, 2],\n \"s\": \"x y\\\" z\" },\"id\":9,\"ts\":\"x\"}",
+        )
+        .unwrap();
+        let s = StoredEvent::encode(inc, 5, 0, &format_ts(0));
+        assert_eq!(s.data_json(), r#"{"a":[1,2],"s":"x y\" z"}"#);
+        assert_eq!(s.data(), &json!({"a": [1, 2], "s": "x y\" z"}));
+        let none = StoredEvent::encode(
+            IncomingEvent::from_json(r#"{"topic":"t"}"#).unwrap(),
+            6,
+            0,
+            "ts",
+        );
+        assert_eq!(none.data_json(), "null");
+        assert!(IncomingEvent::from_json(r#"{"topic":"t","dat":1}"#).is_err());
+        assert!(IncomingEvent::from_json(r#"{"topic":"bad topic"}"#).is_err());
+        assert_eq!(compact_json("[1, \"a b\"]"), "[1,\"a b\"]");
+        assert!(matches!(compact_json("{\"a\":1}"), Cow::Borrowed(_)));
     }
 
     #[test]
@@ -354,5 +712,6 @@ mod tests {
         ev.data = json!({"z": [1, 2.5, null, "x\"y"], "a": {"b": true}});
         ev.id = u64::MAX;
         assert_eq!(ev.encode(), serde_json::to_string(&ev).unwrap());
+        assert_eq!(StoredEvent::new(ev.clone()).json.as_ref(), ev.encode());
     }
 }

@@ -2,7 +2,7 @@
 //! `FIELD=VALUE` / `FIELD!=VALUE` filters AND-ed. Pure code; the broker applies a
 //! [`Matcher`] before anything is queued for a subscriber.
 
-use crate::event::Event;
+use crate::event::Fields;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 use std::str::FromStr;
@@ -54,7 +54,7 @@ impl FromStr for Filter {
 
 impl Filter {
     /// True when the event satisfies this condition (`F!=V` also when F is missing).
-    pub fn matches(&self, ev: &Event) -> bool {
+    pub fn matches<E: Fields + ?Sized>(&self, ev: &E) -> bool {
         match lookup(ev, &self.path) {
             Some(found) => found.equals(&self.value) != self.negate,
             None => self.negate,
@@ -81,14 +81,14 @@ impl Found<'_> {
 
 /// Looks the dotted `path` up in `ev`, without building a JSON value for the
 /// top-level fields of the event.
-fn lookup<'a>(ev: &'a Event, path: &[String]) -> Option<Found<'a>> {
+fn lookup<'a, E: Fields + ?Sized>(ev: &'a E, path: &[String]) -> Option<Found<'a>> {
     let (first, rest) = path.split_first()?;
     if first != "data" && !rest.is_empty() {
         return None;
     }
     Some(match first.as_str() {
         "data" => {
-            let mut v = &ev.data;
+            let mut v = ev.data();
             for seg in rest {
                 v = match v {
                     Value::Object(m) => m.get(seg)?,
@@ -98,11 +98,11 @@ fn lookup<'a>(ev: &'a Event, path: &[String]) -> Option<Found<'a>> {
             }
             Found::Json(v)
         }
-        "topic" => Found::Str(&ev.topic),
-        "type" => Found::Str(&ev.kind),
-        "source" => Found::Str(ev.source.as_deref()?),
-        "key" => Found::Str(ev.key.as_deref()?),
-        "id" => Found::Num(ev.id),
+        "topic" => Found::Str(ev.topic()),
+        "type" => Found::Str(ev.kind()),
+        "source" => Found::Str(ev.source()?),
+        "key" => Found::Str(ev.key()?),
+        "id" => Found::Num(ev.id()),
         _ => return None,
     })
 }
@@ -212,9 +212,9 @@ impl Matcher {
         }
     }
 
-    pub fn matches(&self, ev: &Event) -> bool {
-        self.matches_topic(&ev.topic)
-            && (self.types.is_empty() || self.types.contains(&ev.kind))
+    pub fn matches<E: Fields + ?Sized>(&self, ev: &E) -> bool {
+        self.matches_topic(ev.topic())
+            && (self.types.is_empty() || self.types.iter().any(|t| t == ev.kind()))
             && self.filters.iter().all(|f| f.matches(ev))
     }
 }
@@ -222,6 +222,7 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
     use serde_json::json;
 
     fn ev(topic: &str, kind: &str, data: Value) -> Event {

@@ -71,6 +71,18 @@ fn publish_one_or_many_then_poll() {
     assert_eq!(lines(&body).len(), 1);
     let (_, body) = get(&hub, "/events?since=0&limit=2");
     assert_eq!(lines(&body).len(), 2);
+    // Pretty-printed data is stored compact: one event, one line.
+    let (s, _) = post(
+        &hub,
+        "{\n  \"topic\": \"pretty\",\n  \"data\": {\n    \"a\": [1, 2],\n    \"s\": \"keep  this\"\n  }\n}\n",
+    );
+    assert_eq!(s, 200);
+    let (_, body) = get(&hub, "/events?topic=pretty");
+    assert_eq!(body.lines().count(), 1, "{body}");
+    assert!(
+        body.contains(r#""data":{"a":[1,2],"s":"keep  this"}}"#),
+        "{body}"
+    );
 }
 
 #[test]
@@ -112,8 +124,20 @@ fn size_limits() {
     // A body over 16 MiB is refused whole.
     let line = json!({"topic":"a","data":"y".repeat(900)}).to_string() + "\n";
     let body = line.repeat((17 << 20) / line.len());
-    let (s, _) = post(&hub, &body);
-    assert_eq!(s, 413);
+    // The hub answers 413 as soon as the limit is passed and closes the
+    // connection; a client still sending may see the close before the answer.
+    match http()
+        .post(&format!("{}/publish", hub.http_url()))
+        .send(&body)
+    {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        Err(e) => assert!(
+            e.to_string().contains("roken pipe") || e.to_string().contains("reset"),
+            "{e}"
+        ),
+    }
+    let (_, body) = get(&hub, "/status");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["events"], 0);
     let (s, v) = post(&hub, &line);
     assert_eq!((s, v), (200, json!({"ids":[1]})));
 }
@@ -288,4 +312,44 @@ fn bad_queries_are_400() {
         assert_eq!(s, 400, "{q}");
         assert!(body.contains("bad_request"), "{body}");
     }
+}
+
+#[test]
+fn token_file_wins_over_hub_token_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("token");
+    std::fs::write(&f, "file-token\n").unwrap();
+    // A systemd drop-in may set HUB_TOKEN; --token-file must still start the hub.
+    let mut cmd = common::bin("hub-serve");
+    cmd.env("HUB_TOKEN", "env-token")
+        .args(["--listen", "127.0.0.1:0", "--memory", "--token-file"])
+        .arg(&f)
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .strip_prefix("hub-serve: listening on ws://")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // The pipe to our end of stderr is closed now: the hub must keep serving.
+    let status = |tok: &str| {
+        http()
+            .get(&format!("http://{addr}/status?token={tok}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status("file-token"), 200);
+    assert_eq!(status("env-token"), 401);
+    let _ = child.kill();
+    let _ = child.wait();
 }

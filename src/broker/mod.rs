@@ -15,7 +15,7 @@ pub mod cursors;
 pub mod subscription;
 pub mod tasks;
 
-use crate::event::{EventError, NewEvent, now_millis};
+use crate::event::{EventError, IncomingEvent, now_millis};
 use crate::matching::{MatchError, Matcher};
 use crate::store::{Appended, Log, Recovery};
 use cursors::Cursors;
@@ -97,7 +97,7 @@ struct Registry {
 }
 
 struct PublishReq {
-    events: Vec<NewEvent>,
+    events: Vec<IncomingEvent>,
     reply: oneshot::Sender<Result<Vec<Appended>, String>>,
 }
 
@@ -125,7 +125,7 @@ impl Broker {
     pub fn start(log: Log, recovery: Recovery, cfg: BrokerConfig) -> std::io::Result<Broker> {
         let mut board = TaskBoard::default();
         for ev in &recovery.task_events {
-            board.apply(&ev.event);
+            board.apply(ev);
         }
         let cursors = Cursors::open(log.config().dir.as_deref())?;
         let log = Arc::new(log);
@@ -182,7 +182,7 @@ impl Broker {
     /// acknowledged.
     pub async fn publish(
         &self,
-        events: Vec<NewEvent>,
+        events: Vec<IncomingEvent>,
     ) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
         let tx = self
             .shared
@@ -257,10 +257,10 @@ impl Broker {
                 match a {
                     Appended::New(s) => {
                         last = s.id();
-                        if TaskBoard::is_task_type(&s.event.kind) {
+                        if TaskBoard::is_task_type(&s.kind) {
                             tasks
                                 .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
-                                .apply(&s.event);
+                                .apply(s.as_ref());
                         }
                     }
                     Appended::Duplicate(_) => dups += 1,
@@ -280,7 +280,7 @@ impl Broker {
             let Appended::New(ev) = a else { continue };
             published += 1;
             for e in reg.entries.values() {
-                if !e.live.load(Ordering::Relaxed) || !e.matcher.matches(&ev.event) {
+                if !e.live.load(Ordering::Relaxed) || !e.matcher.matches(ev.as_ref()) {
                     continue;
                 }
                 if e.tx.try_send(ev.clone()).is_err() {
@@ -395,7 +395,7 @@ impl Broker {
                     break;
                 }
                 for e in &b.events {
-                    if e.id() <= hi && m.matches(&e.event) {
+                    if e.id() <= hi && m.matches(e.as_ref()) {
                         ids.push(e.id());
                     }
                 }
@@ -495,10 +495,10 @@ mod tests {
         .unwrap()
     }
 
-    fn ev(topic: &str, n: u64) -> NewEvent {
-        let mut e = NewEvent::new(topic);
+    fn ev(topic: &str, n: u64) -> IncomingEvent {
+        let mut e = crate::event::NewEvent::new(topic);
         e.data = json!({ "n": n });
-        e
+        e.into()
     }
 
     async fn next_event(s: &mut Subscription) -> u64 {

@@ -147,7 +147,7 @@ impl Subscription {
         }
         let read_any = !batch.events.is_empty();
         for ev in batch.events {
-            if self.matcher.matches(&ev.event) {
+            if self.matcher.matches(ev.as_ref()) {
                 self.pending.push_back(Delivery::Event(ev));
             }
         }

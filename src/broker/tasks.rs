@@ -2,7 +2,7 @@
 //! well-known lifecycle events (`task_started`, `progress`, `task_completed`,
 //! `task_failed`). Pure; the broker feeds it every stored event of those types.
 
-use crate::event::{Event, format_ts};
+use crate::event::{Fields, format_ts};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -50,16 +50,17 @@ impl TaskBoard {
     }
 
     /// Folds one event in; events of other types are ignored.
-    pub fn apply(&mut self, ev: &Event) {
-        if !Self::is_task_type(&ev.kind) {
+    pub fn apply<E: Fields + ?Sized>(&mut self, ev: &E) {
+        if !Self::is_task_type(ev.kind()) {
             return;
         }
-        let now = format_ts(ev.ts);
+        let (id, ts) = (ev.id(), ev.ts());
+        let now = format_ts(ts);
         let t = self
             .tasks
-            .entry(ev.topic.clone())
+            .entry(ev.topic().to_string())
             .or_insert_with(|| TaskState {
-                topic: ev.topic.clone(),
+                topic: ev.topic().to_string(),
                 status: "running",
                 percent: None,
                 message: None,
@@ -69,18 +70,15 @@ impl TaskBoard {
                 duration_seconds: None,
                 exit_code: None,
                 error: None,
-                last_id: ev.id,
+                last_id: id,
                 started_ms: None,
             });
-        let d = &ev.data;
+        let d = ev.data();
         let duration = d
             .get("duration_seconds")
             .and_then(Value::as_f64)
-            .or_else(|| {
-                t.started_ms
-                    .map(|s| ev.ts.saturating_sub(s) as f64 / 1000.0)
-            });
-        match ev.kind.as_str() {
+            .or_else(|| t.started_ms.map(|s| ts.saturating_sub(s) as f64 / 1000.0));
+        match ev.kind() {
             "task_started" => {
                 *t = TaskState {
                     topic: t.topic.clone(),
@@ -93,8 +91,8 @@ impl TaskBoard {
                     duration_seconds: None,
                     exit_code: None,
                     error: None,
-                    last_id: ev.id,
-                    started_ms: Some(ev.ts),
+                    last_id: id,
+                    started_ms: Some(ts),
                 };
             }
             "progress" => {
@@ -108,7 +106,7 @@ impl TaskBoard {
                 }
                 if t.started_at.is_none() {
                     t.started_at = Some(now.clone());
-                    t.started_ms = Some(ev.ts);
+                    t.started_ms = Some(ts);
                 }
             }
             "task_completed" => {
@@ -134,7 +132,7 @@ impl TaskBoard {
             _ => {}
         }
         t.updated_at = now;
-        t.last_id = ev.id;
+        t.last_id = id;
     }
 
     /// All tasks, by topic.
@@ -146,6 +144,7 @@ impl TaskBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
     use serde_json::json;
 
     fn ev(id: u64, ts: u64, kind: &str, data: Value) -> Event {

@@ -87,7 +87,7 @@ impl HubArgs {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hub={level}")));
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(log_sink)
             .with_ansi(color_on_stderr())
             .without_time()
             .with_target(false)
@@ -95,6 +95,28 @@ impl HubArgs {
             .event_format(Prefixed(program))
             .try_init();
     }
+}
+
+/// Where log lines go: stderr, ignoring write errors. A daemon whose stderr pipe
+/// went away (the script that started it exited) must keep serving, and
+/// tracing-subscriber would otherwise report the failure with `eprintln!`, which
+/// panics on a closed stderr.
+pub struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `MakeWriter` for [`LogSink`].
+pub fn log_sink() -> LogSink {
+    LogSink
 }
 
 /// True when stderr is a terminal and `NO_COLOR` is not set (https://no-color.org).

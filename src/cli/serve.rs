@@ -134,16 +134,11 @@ pub struct ServeArgs {
 
     /// Require this token (Authorization: Bearer T or ?token=T) on every request
     /// but /health. Prefer --token-file: a token on the command line shows in ps.
-    #[arg(
-        long,
-        env = "HUB_TOKEN",
-        hide_env_values = true,
-        value_name = "T",
-        conflicts_with = "token_file"
-    )]
+    #[arg(long, env = "HUB_TOKEN", hide_env_values = true, value_name = "T")]
     pub token: Option<String>,
 
-    /// Read the token from this file (first line).
+    /// Read the token from this file (first line); takes precedence over --token
+    /// and HUB_TOKEN, as in the client commands.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 
@@ -230,13 +225,13 @@ impl ServeArgs {
     /// The token file cannot be read or is empty.
     pub fn server_config(&self) -> anyhow::Result<ServerConfig> {
         let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => {
+            (_, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     anyhow::anyhow!("cannot read --token-file {}: {e}", path.display())
                 })?;
                 Some(text.lines().next().unwrap_or("").trim().to_string())
             }
+            (Some(t), None) => Some(t.clone()),
             (None, None) => None,
         };
         if token.as_deref() == Some("") {
@@ -261,6 +256,7 @@ impl ServeArgs {
 /// The log cannot be opened, the address cannot be bound, or serving failed.
 pub async fn execute(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    use std::io::Write;
     let log_cfg = args.log_config()?;
     let server_cfg = args.server_config()?;
     let dir = log_cfg.dir.clone();
@@ -274,7 +270,11 @@ pub async fn execute(args: ServeArgs) -> anyhow::Result<()> {
         Some(d) => format!("data: {}", d.display()),
         None => "memory: nothing is kept on disk".to_string(),
     };
-    eprintln!("hub-serve: listening on ws://{addr} ({place})");
+    // Not eprintln!: a closed stderr must not stop the hub.
+    let _ = writeln!(
+        std::io::stderr(),
+        "hub-serve: listening on ws://{addr} ({place})"
+    );
     crate::cli::serve::init_logging(args.verbose, args.quiet);
     if recovery.dropped_bytes > 0 {
         tracing::warn!(
@@ -309,7 +309,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hub={level},warn")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::cli::log_sink)
         .with_ansi(super::color_on_stderr())
         .with_target(false)
         .try_init();

@@ -6,9 +6,9 @@
 use super::{AppState, error_response};
 use crate::protocol::ErrorCode;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 
 /// Whether the request carried the right token (or none was needed). WebSocket
@@ -17,8 +17,7 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy)]
 pub struct Authorized(pub bool);
 
-pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     if let Some(host) = headers.get(header::HOST) {
         let host = host.to_str().unwrap_or("");
@@ -32,18 +31,44 @@ pub async fn guard(State(app): State<AppState>, mut req: Request, next: Next) ->
             );
         }
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !origin_allowed(origin, headers, &app.cfg.allow_origins) {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Forbidden,
-                format!(
-                    "Origin {origin:?} may not use this hub: allow it with --allow-origin {origin}"
-                ),
-            );
-        }
+    let Some(origin) = headers.get(header::ORIGIN).cloned() else {
+        return authorize(app, req, next).await;
+    };
+    let origin_text = origin.to_str().unwrap_or("");
+    if !origin_allowed(origin_text, headers, &app.cfg.allow_origins) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "Origin {origin_text:?} may not use this hub: allow it with --allow-origin {origin_text}"
+            ),
+        );
     }
+    // An allowed page may read the answers (CORS); its preflights are answered here,
+    // before the token check, since browsers send them without credentials.
+    let mut resp = if req.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        authorize(app, req, next).await
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST"),
+    );
+    resp
+}
+
+/// The token check (all but `/health`) and the shutdown check.
+async fn authorize(app: AppState, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let headers = req.headers();
     if path == "/health" {
         return next.run(req).await;
     }
@@ -134,7 +159,6 @@ fn origin_allowed(origin: &str, headers: &HeaderMap, allowed: &[String]) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     #[test]
     fn hosts() {

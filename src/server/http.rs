@@ -3,7 +3,7 @@
 
 use super::{AppState, MAX_BODY_BYTES, error_response};
 use crate::broker::SubscribeSpec;
-use crate::event::{Event, EventError, NewEvent, now_millis};
+use crate::event::{EventError, IncomingEvent};
 use crate::matching::Matcher;
 use crate::protocol::ErrorCode;
 use axum::body::Body;
@@ -72,17 +72,14 @@ fn bad_request(msg: impl Into<String>) -> Response {
 }
 
 /// Parses a body: one event object, or JSON lines of them.
-fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, String> {
+fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<IncomingEvent>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty body: send one event object {\"topic\":..., \"type\":..., \"data\":...} or JSON lines of them".into());
     }
-    let check = |ev: NewEvent| -> Result<NewEvent, EventError> {
+    let check = |ev: IncomingEvent| -> Result<IncomingEvent, EventError> {
         ev.validate()?;
-        // The stored form with the widest id is an upper bound of its final size.
-        let size = Event::from_new(ev.clone(), u64::MAX, now_millis())
-            .encode()
-            .len();
+        let size = ev.max_encoded_len();
         if size > max_event_bytes {
             return Err(EventError::TooLarge {
                 size,
@@ -92,7 +89,7 @@ fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, Stri
         Ok(ev)
     };
     // A single (possibly pretty-printed) object...
-    if let Ok(ev) = serde_json::from_str::<NewEvent>(text) {
+    if let Ok(ev) = serde_json::from_str::<IncomingEvent>(text) {
         return check(ev).map(|e| vec![e]).map_err(|e| e.to_string());
     }
     // ...or JSON lines.
@@ -101,7 +98,7 @@ fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, Stri
         if line.trim().is_empty() {
             continue;
         }
-        let ev = NewEvent::from_json(line)
+        let ev = IncomingEvent::from_json(line)
             .and_then(check)
             .map_err(|e| format!("line {}: {e}", i + 1))?;
         out.push(ev);
@@ -193,7 +190,7 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
             for ev in &batch.events {
                 after = ev.id();
                 scanned += 1;
-                if matcher.matches(&ev.event) {
+                if matcher.matches(ev.as_ref()) {
                     body.push_str(&ev.json);
                     body.push('\n');
                     n += 1;

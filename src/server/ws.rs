@@ -13,7 +13,7 @@ use super::http::parse_query;
 use super::{AppState, error_response};
 use crate::broker::SubscribeSpec;
 use crate::broker::subscription::{Delivery, Subscription};
-use crate::event::{EventError, NewEvent};
+use crate::event::{EventError, IncomingEvent};
 use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close, event_frame};
 use axum::Extension;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -254,7 +254,7 @@ async fn connection(
 }
 
 /// A `publish` frame waiting for its batch: its `req` and its event.
-type Pipelined = (Option<Value>, NewEvent);
+type Pipelined = (Option<Value>, IncomingEvent);
 
 struct Conn {
     app: AppState,
@@ -434,7 +434,7 @@ async fn publisher(
 ) {
     let mut queued = Vec::with_capacity(1024);
     while rx.recv_many(&mut queued, 1024).await > 0 {
-        let (replies, batch): (Vec<Option<Value>>, Vec<NewEvent>) =
+        let (replies, batch): (Vec<Option<Value>>, Vec<IncomingEvent>) =
             queued.drain(..).map(|b| *b).unzip();
         let result = app.broker.publish(batch).await;
         let frames: Vec<String> = match result {

@@ -11,7 +11,7 @@
 
 pub mod segment;
 
-use crate::event::{Event, EventError, NewEvent, StoredEvent};
+use crate::event::{EventError, IncomingEvent, StoredEvent};
 use segment::{FLAG_TASK, Segment, SegmentRef, encode_record, parse_segment_name};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -272,14 +272,14 @@ impl Log {
     /// Writing failed; nothing of the batch is visible to readers then.
     pub fn append(
         &self,
-        batch: Vec<NewEvent>,
+        batch: Vec<IncomingEvent>,
         ts: u64,
         max_event_bytes: usize,
     ) -> Result<Vec<Appended>, std::io::Error> {
         /// What becomes of one input event.
         enum Slot {
             Done(Appended),
-            Pending(Event),
+            Pending(IncomingEvent),
             /// Repeats the key of an earlier event of this batch.
             SameKey(String),
         }
@@ -298,7 +298,7 @@ impl Log {
                     if let Some(k) = k {
                         batch_keys.insert(k.to_string(), 0);
                     }
-                    Slot::Pending(Event::from_new(new, 0, ts))
+                    Slot::Pending(new)
                 }
             })
             .collect();
@@ -310,7 +310,7 @@ impl Log {
         let mut out = Vec::with_capacity(slots.len());
         let ts_text = crate::event::format_ts(ts);
         for slot in slots {
-            let mut ev = match slot {
+            let inc = match slot {
                 Slot::Done(a) => {
                     out.push(a);
                     continue;
@@ -321,8 +321,7 @@ impl Log {
                 }
                 Slot::Pending(ev) => ev,
             };
-            ev.id = id;
-            let s = StoredEvent::with_ts(ev, &ts_text);
+            let s = StoredEvent::encode(inc, id, ts, &ts_text);
             if s.json.len() > max_event_bytes {
                 // A refused event gives its id back, so ids stay consecutive.
                 out.push(Appended::Refused(EventError::TooLarge {
@@ -331,15 +330,11 @@ impl Log {
                 }));
                 continue;
             }
-            let key = s.event.key.as_deref().unwrap_or("");
+            let key = s.key.as_deref().unwrap_or("");
             if !key.is_empty() {
                 batch_keys.insert(key.to_string(), id);
             }
-            let flags = if is_task_type(&s.event.kind) {
-                FLAG_TASK
-            } else {
-                0
-            };
+            let flags = if is_task_type(&s.kind) { FLAG_TASK } else { 0 };
             let before = buf.len();
             encode_record(&mut buf, id, ts, flags, key.as_bytes(), s.json.as_bytes());
             recs.push((id, ts, (buf.len() - before) as u32));
@@ -372,7 +367,7 @@ impl Log {
         inner.total_events += recs.len() as u64;
         inner.total_bytes += recs.iter().map(|r| r.2 as u64).sum::<u64>();
         for s in &stored {
-            if let Some(k) = s.event.key.as_deref() {
+            if let Some(k) = s.key.as_deref() {
                 inner.dedup.insert(k, s.id());
             }
             inner.cache.push_back(s.clone());
@@ -559,11 +554,11 @@ mod tests {
         }
     }
 
-    fn new(topic: &str, key: Option<&str>) -> NewEvent {
-        let mut e = NewEvent::new(topic);
+    fn new(topic: &str, key: Option<&str>) -> IncomingEvent {
+        let mut e = crate::event::NewEvent::new(topic);
         e.key = key.map(str::to_string);
         e.data = json!({"k": key});
-        e
+        e.into()
     }
 
     fn ids(a: &[Appended]) -> Vec<String> {
@@ -631,7 +626,7 @@ mod tests {
     fn too_large_is_refused_without_using_an_id() {
         let (log, _) = Log::open(cfg(None)).unwrap();
         let mut big = new("a", Some("big"));
-        big.data = json!("x".repeat(500));
+        big.data = Some(serde_json::value::to_raw_value(&"x".repeat(500)).unwrap());
         let r = log
             .append(vec![new("a", None), big, new("a", None)], 1, 300)
             .unwrap();
@@ -701,6 +696,6 @@ mod tests {
         }
         let (_, rec) = Log::open(cfg(Some(dir.path()))).unwrap();
         assert_eq!(rec.task_events.len(), 1);
-        assert_eq!(rec.task_events[0].event.topic, "task:x");
+        assert_eq!(rec.task_events[0].topic.as_ref(), "task:x");
     }
 }

@@ -424,12 +424,12 @@ mod tests {
             encode_record(
                 &mut buf,
                 id,
-                e.event.ts,
+                e.ts,
                 0,
-                e.event.key.as_deref().unwrap().as_bytes(),
+                e.key.as_deref().unwrap().as_bytes(),
                 e.json.as_bytes(),
             );
-            recs.push((id, e.event.ts, (buf.len() - before) as u32));
+            recs.push((id, e.ts, (buf.len() - before) as u32));
         }
         seg.append(&buf, &recs).unwrap();
     }
