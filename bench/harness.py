@@ -1052,6 +1052,25 @@ NEEDS = {
 }
 
 
+def cpu_busy_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]) - idle
+
+
+def foreign_cpu(wait_s):
+    """CPUs busy over one second, waiting up to wait_s for that to fall below 0.25."""
+    hz = os.sysconf("SC_CLK_TCK")
+    end = time.monotonic() + wait_s
+    while True:
+        b0 = cpu_busy_jiffies()
+        time.sleep(1.0)
+        busy = (cpu_busy_jiffies() - b0) / hz
+        if busy < 0.25 or time.monotonic() >= end:
+            return busy
+
+
 def machine():
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -1112,6 +1131,8 @@ def main():
     ap.add_argument("--idle-seconds", type=float, default=10)
     ap.add_argument("--results", default=os.path.join(BENCH, "results"))
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--quiet-wait", type=float, default=20,
+                    help="seconds to wait before each workload for other processes to go idle")
     ap.add_argument("--label", default="", help="what this build is (e.g. an experimental patch);"
                     " shown in the history table")
     a = ap.parse_args()
@@ -1166,8 +1187,12 @@ def main():
     try:
         for w in only:
             t = time.monotonic()
-            # Other work on the machine (builds, tests) shows here; it makes numbers noisy.
-            loads.append((w, float(open("/proc/loadavg").read().split()[0])))
+            # Between workloads nothing of ours runs, so CPU in use now is someone else's
+            # (builds, tests): wait a bounded while for it to stop, and record it.
+            busy = foreign_cpu(a.quiet_wait)
+            loads.append((w, busy))
+            if busy > 0.25:
+                log(f"machine busy: {busy:.2f} CPUs used by other processes; {w} will be noisy")
             log(f"--- {w}")
             try:
                 WORKLOADS[w](ctx)
@@ -1182,7 +1207,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     meta.update(started=time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
                 duration_s=round(time.time() - started, 1), notes=notes,
-                argv=sys.argv[1:], quick=a.quick, label=a.label, loadavg=loads, workloads=only, systems=a.systems)
+                argv=sys.argv[1:], quick=a.quick, label=a.label, foreign_cpu=loads, workloads=only, systems=a.systems)
     if a.quick and a.results == os.path.join(BENCH, "results"):
         a.results = os.path.join(BENCH, "results", "quick")  # smoke tests stay out of history
     os.makedirs(a.results, exist_ok=True)

@@ -189,13 +189,21 @@ def render(data, files):
              f"kernel {meta['kernel']}, {meta['os']}.  ")
     L.append(f"Anchors: {v.get('mosquitto')}; {v.get('redis')}; {v.get('nats-server')}; "
              f"{v.get('hyperfine')}; harness Python {v.get('python')}.\n")
-    loads = meta.get("loadavg") or []
+    loads = meta.get("foreign_cpu")
     if loads:
-        hi = max(l for _, l in loads)
+        busy = ", ".join(f"{w} {l:.2f}" for w, l in loads if l > 0.25)
+        L.append("CPUs used by other processes in the second before each workload: "
+                 f"{min(l for _, l in loads):.2f}–{max(l for _, l in loads):.2f}"
+                 + (f". **Busy before {busy}**: something else ran on this {meta['nproc']}-CPU "
+                    "machine (the harness waits up to `--quiet-wait` for it), so those numbers are "
+                    "noisier." if busy else " (quiet).") + "\n")
+    elif meta.get("loadavg"):
+        loads = meta["loadavg"]
         busy = ", ".join(f"{w} {l:.1f}" for w, l in loads if l > 1.0)
-        L.append(f"1-minute load average when each workload started: {min(l for _, l in loads):.1f}–{hi:.1f}"
-                 + (f" (above 1 before: {busy}: something else was running on this {meta['nproc']}-CPU "
-                    "machine, so those numbers are noisier)." if busy else ".") + "\n")
+        L.append(f"1-minute load average when each workload started: {min(l for _, l in loads):.1f}–"
+                 f"{max(l for _, l in loads):.1f}" + (f" (**busy**: {busy}: something else was "
+                 f"running on this {meta['nproc']}-CPU machine, so those numbers are noisier)."
+                 if busy else ".") + "\n")
     for n in meta.get("notes", []):
         L.append(f"> **Note:** {n}\n")
     L.append("All brokers listen on 127.0.0.1; each run gets a fresh broker. hub runs with its "
