@@ -580,6 +580,8 @@ def run_pipe(ctx, broker, topic, n, nsubs, timeout, input_path=None, latency=Fal
     try:
         broker.wait_subscribed(sinks, topic, time.monotonic() + 20)
         cpu0 = proc_cpu(broker.pid)
+        sys0 = cpu_busy_jiffies()
+        me0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
         if input_path is None:
             pace = spawn([sys.executable, os.path.join(BENCH, "pace.py"), "--count", str(n),
@@ -600,8 +602,7 @@ def run_pipe(ctx, broker, topic, n, nsubs, timeout, input_path=None, latency=Fal
         elapsed = (max(done) - t0) if all(done) else None
         pub_rc, pub_cpu = reap(pub, 10)
         pub_s = time.monotonic() - t0
-        if pace:
-            reap(pace, 5)
+        pace_cpu = reap(pace, 5)[1] if pace else 0.0
         cpu_broker = proc_cpu(broker.pid) - cpu0
     finally:
         sub_cpu = 0.0
@@ -612,13 +613,20 @@ def run_pipe(ctx, broker, topic, n, nsubs, timeout, input_path=None, latency=Fal
                 except ProcessLookupError:
                     pass
                 sub_cpu += reap(s.proc, 5)[1]
+    # CPU the whole machine used during the run, minus every process of this run
+    # (broker, publisher, subscribers, pace.py, this harness): what others used.
+    me1 = resource.getrusage(resource.RUSAGE_SELF)
+    harness = (me1.ru_utime + me1.ru_stime) - (me0.ru_utime + me0.ru_stime)
+    machine = (cpu_busy_jiffies() - sys0) / os.sysconf("SC_CLK_TCK")
+    other = max(0.0, machine - cpu_broker - pub_cpu - sub_cpu - pace_cpu - harness)
     lost = dup = reord = 0
     for s in sinks:
         l, d, r = check_order(s.seqs(), n)
         lost, dup, reord = lost + l, dup + d, reord + r
     out = dict(n=n, subs=nsubs, elapsed_s=elapsed, lost=lost, dup=dup, reordered=reord,
                received=sum(s.count for s in sinks), pub_rc=pub_rc, pub_wall_s=pub_s,
-               cpu_broker_s=cpu_broker, cpu_pub_s=pub_cpu, cpu_subs_s=sub_cpu)
+               cpu_broker_s=cpu_broker, cpu_pub_s=pub_cpu, cpu_subs_s=sub_cpu,
+               cpu_harness_s=harness, cpu_other_s=other)
     if elapsed:
         out["rate"] = n * nsubs / elapsed
     if latency:

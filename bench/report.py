@@ -109,10 +109,11 @@ def throughput_section(res, key, unit):
     for sysname, rs in g.items():
         cpu = "/".join(fmt(med(rs, k), "", 2) for k in ["cpu_broker_s", "cpu_pub_s", "cpu_subs_s"])
         rows.append([sysname, spread(rs, "rate"), spread(rs, "elapsed_s", " s"), integrity(rs),
-                     cpu, "" if sysname == "hub" else ratio(hub, med(rs, "rate")),
+                     cpu, fmt(med(rs, "cpu_other_s"), "", 2),
+                     "" if sysname == "hub" else ratio(hub, med(rs, "rate")),
                      len(vals(rs, "rate"))])
     return table(["system", f"{unit} median (min–max)", "time to last line", "lost / dup / reordered (all runs)",
-                  "CPU s broker/pub/subs", "hub ÷ this", "runs"], rows)
+                  "CPU s broker/pub/subs", "other processes' CPU s", "hub ÷ this", "runs"], rows)
 
 
 def summary(res):
@@ -223,7 +224,9 @@ def render(data, files):
                  "`mosquitto_sub -t T` (QoS 0); `redis-cli --pipe < file` (the same lines as RESP "
                  "`PUBLISH T line`, converted beforehand) → `redis-cli SUBSCRIBE T`. Lines are 100 "
                  "bytes of JSON with a `seq`. Time from starting the publisher until the subscriber "
-                 "has printed the last line; CPU is user+system of each process during the run.\n")
+                 "has printed the last line; CPU is user+system of each process during the run, and "
+                 "\"other processes\" is what the rest of the machine used meanwhile (well above 0: "
+                 "that run was disturbed).\n")
         L.append(t + "\n")
     t = throughput_section(res, "w2", "deliveries/s")
     if t:
