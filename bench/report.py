@@ -166,13 +166,20 @@ def history(files):
         if all(c is None for c in cells):
             continue
         rev = f"`{meta.get('git_rev', '?')}`" + (f" {meta['label']}" if meta.get("label") else "")
+        fc, la = meta.get("foreign_cpu"), meta.get("loadavg")
+        if fc:
+            quiet = "busy" if max(l for _, l in fc) > 0.25 else "quiet"
+        elif la:
+            quiet = "busy" if max(l for _, l in la) > 1.0 else "quiet"
+        else:
+            quiet = "not recorded"
         only = ",".join(meta.get("workloads", []))
-        rows.append([meta.get("started", "?"), rev, only,
+        rows.append([meta.get("started", "?"), rev, quiet, only,
                      fmt(cells[0]), fmt(cells[1]), fmt(cells[2]), fmt(cells[3]), fmt(cells[4]),
                      fmt(cells[5]), fmt(cells[6])])
     if not rows:
         return None
-    return table(["run", "hub rev", "workloads run", "W1 msg/s", "W2 deliveries/s", "W3 p99 ms", "W4 ms",
+    return table(["run", "hub rev", "machine", "workloads run", "W1 msg/s", "W2 deliveries/s", "W3 p99 ms", "W4 ms",
                   "W5 KiB/conn", "restart s", "tail lines/s"], rows)
 
 
