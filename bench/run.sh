@@ -51,6 +51,20 @@ if ! cargo build --release --bins --quiet 2>"$CARGO_TARGET_DIR/bench-build.log";
 fi
 
 # 4. Measure, then write BENCHMARKS.md from the results file.
-results=$(python3 "$here/harness.py" "${skip[@]}" "$@")
-python3 "$here/report.py" --latest "$results"
-echo "bench: wrote $root/BENCHMARKS.md from $results" >&2
+# The harness stops every broker it started when it ends, fails or is signalled
+# (and the brokers die with it even on SIGKILL: PR_SET_PDEATHSIG); the trap passes
+# a TERM/INT sent to this script on to it.
+out=$(mktemp)
+python3 "$here/harness.py" "${skip[@]}" "$@" >"$out" &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid"; rm -f "$out"; exit 143' INT TERM
+wait "$pid"
+trap - INT TERM
+results=$(cat "$out")
+rm -f "$out"
+case " $* " in
+    *" --quick "*) md="$here/results/quick/BENCHMARKS.md" ;;  # a smoke test leaves BENCHMARKS.md alone
+    *) md="$root/BENCHMARKS.md" ;;
+esac
+python3 "$here/report.py" --latest "$results" --out "$md"
+echo "bench: wrote $md from $results" >&2
