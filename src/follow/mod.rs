@@ -316,7 +316,11 @@ impl Follower {
 
     /// The hub acknowledged everything of incarnation `uid` up to `end`.
     pub fn acked(&mut self, uid: u64, end: u64) {
-        for c in self.cur.iter_mut().chain(self.old.iter_mut().map(|o| &mut o.inc)) {
+        for c in self
+            .cur
+            .iter_mut()
+            .chain(self.old.iter_mut().map(|o| &mut o.inc))
+        {
             if c.uid == uid && end > c.acked {
                 c.acked = end;
             }
