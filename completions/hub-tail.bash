@@ -23,7 +23,7 @@ _hub__tail() {
 
     case "${cmd}" in
         hub__tail)
-            opts="-v -q -h -V --topic --type --last --from-start --poll --poll-interval --state --json --max-line --source --url --token --token-file --verbose --quiet --help --version"
+            opts="-v -q -h -V --topic --type --last --from-start --poll --poll-interval --rotate-wait --state --json --max-line --source --url --token --token-file --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,10 @@ _hub__tail() {
                     return 0
                     ;;
                 --poll-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rotate-wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

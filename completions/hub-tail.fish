@@ -2,6 +2,7 @@ complete -c hub-tail -l topic -d 'Topic of every event (default: log:<file stem>
 complete -c hub-tail -l type -d 'Type of the line events' -r
 complete -c hub-tail -l last -d 'For a file without a saved position, start N lines before its end (default: at its end, new lines only)' -r
 complete -c hub-tail -l poll-interval -d 'How often to check the files when polling' -r
+complete -c hub-tail -l rotate-wait -d 'After a rename rotation, keep reading the old file (lines its writer still appends before reopening its log) for this long; 0: read it to its end once' -r
 complete -c hub-tail -l state -d 'Where positions are kept (default: one file per set of inputs under $XDG_STATE_HOME/hub/tail/, else ~/.local/state/hub/tail/)' -r -F
 complete -c hub-tail -l max-line -d 'Longest line, in bytes of JSON-encoded text, before it is split into pieces' -r
 complete -c hub-tail -l source -d 'The events\' source (default: the host name)' -r

@@ -207,7 +207,12 @@ fn rename_rotation_drains_the_old_file_then_follows_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");
     append(&log, "");
-    let tail = Tail::start(&hub, dir.path(), &[log.to_str().unwrap(), "--from-start"]);
+    // --rotate-wait 0: the old file is drained once, its partial line at once
+    let tail = Tail::start(
+        &hub,
+        dir.path(),
+        &[log.to_str().unwrap(), "--from-start", "--rotate-wait", "0"],
+    );
     let first = numbered("a", 0..3);
     write_lines(&log, &first);
     expect_lines(&hub, "log:app", &first, &tail);
@@ -595,4 +600,231 @@ fn a_glob_matching_rotated_names_reads_each_line_once() {
         "{}",
         tail.stderr()
     );
+}
+
+/// The `data.line`, key and `data.file` of every stored `log` event on `topic`.
+fn keyed_lines(hub: &Hub, topic: &str) -> Vec<(String, String, String)> {
+    events(hub, topic)
+        .iter()
+        .filter(|e| e["type"] == "log")
+        .map(|e| {
+            (
+                e["data"]["line"].as_str().unwrap_or("").to_string(),
+                e["key"].as_str().unwrap_or("").to_string(),
+                e["data"]["file"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Lines from two files: each file's lines exactly once and in order (they may
+/// interleave), all under `file`, and the lines of each file under one key prefix
+/// (`DEV:INO:UID:`), different for the two files.
+fn expect_two_files(
+    hub: &Hub,
+    topic: &str,
+    file: &Path,
+    old: &[String],
+    new: &[String],
+    tail: &Tail,
+) {
+    let mut got = Vec::new();
+    let done = |got: &[(String, String, String)]| {
+        [old.last(), new.last()]
+            .into_iter()
+            .flatten()
+            .all(|l| got.iter().any(|g| &g.0 == l))
+    };
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("the last line of both files", LIMIT, || {
+            got = keyed_lines(hub, topic);
+            done(&got)
+        })
+    }));
+    let all: Vec<String> = got.iter().map(|g| g.0.clone()).collect();
+    if ok.is_err() {
+        panic!(
+            "timed out; got {all:?}\nhub-tail stderr:\n{}",
+            tail.stderr()
+        );
+    }
+    let prefix = |key: &str| key.rsplit_once(':').map(|(p, _)| p.to_string());
+    let mut prefixes = Vec::new();
+    for (part, want) in [(old, "old"), (new, "new")] {
+        let mine: Vec<&(String, String, String)> =
+            got.iter().filter(|g| part.contains(&g.0)).collect();
+        let lines: Vec<String> = mine.iter().map(|g| g.0.clone()).collect();
+        if lines != part {
+            panic!(
+                "{want} file: {}\nall: {all:?}\nhub-tail stderr:\n{}",
+                describe_difference(&lines, part),
+                tail.stderr()
+            );
+        }
+        let p: std::collections::HashSet<Option<String>> =
+            mine.iter().map(|g| prefix(&g.1)).collect();
+        assert_eq!(p.len(), 1, "{want} file under one identity: {got:?}");
+        prefixes.extend(p);
+        assert!(
+            mine.iter().all(|g| g.2 == file.to_str().unwrap()),
+            "data.file is the followed path: {got:?}"
+        );
+    }
+    assert_ne!(prefixes[0], prefixes[1], "two files, two identities");
+    assert_eq!(got.len(), old.len() + new.len(), "nothing else: {all:?}");
+}
+
+fn write_to(f: &mut std::fs::File, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn open_append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
+#[test]
+fn a_renamed_file_is_read_until_its_writer_reopens_the_log() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    // the application's log file, open before the rotation
+    let mut app = open_append(&log);
+    let tail = Tail::start(
+        &hub,
+        dir.path(),
+        &[log.to_str().unwrap(), "--from-start", "--rotate-wait", "3s"],
+    );
+    let mut old = numbered("old-", 0..5);
+    write_to(&mut app, &old);
+    expect_lines(&hub, "log:app", &old, &tail);
+    // logrotate: rename, create; the application has not reopened yet
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    let mut new = numbered("new-", 0..3);
+    write_lines(&log, &new);
+    wait_until("the rotation is noticed", LIMIT, || {
+        !rotated_events(&hub, "log:app").is_empty()
+            && lines(&hub, "log:app").contains(&"new-2".to_string())
+    });
+    // still written to the old file, after hub-tail moved to the new one
+    let late = numbered("late-", 0..20);
+    write_to(&mut app, &late);
+    old.extend(late);
+    app.write_all(b"late partial").unwrap();
+    old.push("late partial".into());
+    // postrotate: the application reopens its log
+    drop(app);
+    let more = numbered("new-", 3..10);
+    write_lines(&log, &more);
+    new.extend(more);
+    expect_two_files(&hub, "log:app", &log, &old, &new, &tail);
+    let rot = rotated_events(&hub, "log:app");
+    assert_eq!(rot.len(), 1, "{rot:?}");
+    assert_eq!(rot[0]["data"]["reason"], "renamed");
+}
+
+#[test]
+fn kill9_during_the_rotate_wait_loses_and_repeats_nothing() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let mut app = open_append(&log);
+    let args = [
+        log.to_str().unwrap(),
+        "--from-start",
+        "--rotate-wait",
+        "30s",
+    ];
+    let mut tail = Tail::start(&hub, dir.path(), &args);
+    let mut old = numbered("old-", 0..5);
+    write_to(&mut app, &old);
+    expect_lines(&hub, "log:app", &old, &tail);
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    let mut new = numbered("new-", 0..3);
+    write_lines(&log, &new);
+    let late = numbered("late-", 0..5);
+    write_to(&mut app, &late);
+    old.extend(late);
+    wait_until("lines of both files after the rotation", LIMIT, || {
+        let got = lines(&hub, "log:app");
+        got.contains(&"new-2".to_string()) && got.contains(&"late-4".to_string())
+    });
+    // a state file that names the rotated file
+    let state = dir.path().join("state.json");
+    wait_until("the rotated file in the state", LIMIT, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"rotated\""))
+    });
+    tail.kill9();
+    // written while hub-tail is down, to both files
+    let down = numbered("down-", 0..5);
+    write_to(&mut app, &down);
+    old.extend(down);
+    let more = numbered("new-", 3..6);
+    write_lines(&log, &more);
+    new.extend(more);
+    let tail = Tail::start(
+        &hub,
+        dir.path(),
+        &[log.to_str().unwrap(), "--from-start", "--rotate-wait", "1s"],
+    );
+    let after = numbered("after-", 0..5);
+    write_to(&mut app, &after);
+    old.extend(after);
+    // published when the (new) grace period ends
+    app.write_all(b"old partial").unwrap();
+    old.push("old partial".into());
+    drop(app);
+    let more = numbered("new-", 6..9);
+    write_lines(&log, &more);
+    new.extend(more);
+    expect_two_files(&hub, "log:app", &log, &old, &new, &tail);
+    // the state forgets the rotated file once its grace period is over
+    wait_until("no rotated file in the state", LIMIT, || {
+        std::fs::read_to_string(&state).is_ok_and(|s| !s.contains("\"rotated\""))
+    });
+}
+
+#[test]
+fn a_rotated_file_deleted_during_the_rotate_wait_is_read_and_closed() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let mut app = open_append(&log);
+    let tail = Tail::start(
+        &hub,
+        dir.path(),
+        &[
+            log.to_str().unwrap(),
+            "--from-start",
+            "--rotate-wait",
+            "60s",
+        ],
+    );
+    let mut old = numbered("old-", 0..3);
+    write_to(&mut app, &old);
+    expect_lines(&hub, "log:app", &old, &tail);
+    let one = dir.path().join("app.log.1");
+    std::fs::rename(&log, &one).unwrap();
+    let mut new = numbered("new-", 0..3);
+    write_lines(&log, &new);
+    wait_until("the new file", LIMIT, || {
+        lines(&hub, "log:app").contains(&"new-2".to_string())
+    });
+    let late = numbered("late-", 0..3);
+    write_to(&mut app, &late);
+    old.extend(late);
+    app.write_all(b"cut short").unwrap();
+    old.push("cut short".into());
+    drop(app);
+    // compress without delaycompress: the rotated file is removed
+    std::fs::remove_file(&one).unwrap();
+    // read to its end and closed well before the 60 s
+    let more = numbered("new-", 3..5);
+    write_lines(&log, &more);
+    new.extend(more);
+    expect_two_files(&hub, "log:app", &log, &old, &new, &tail);
 }

@@ -78,7 +78,9 @@ pub const PAGE: Page = Page {
 /// Each complete line becomes a `log` event with `data.line` and `data.file` (the
 /// absolute path) on the topic `log:<file stem>`. Rotation (rename-and-create,
 /// copytruncate), truncation, deletion and re-creation are followed; each publishes
-/// a `rotated` event, after the old file has been read to its end.
+/// a `rotated` event, after the old file has been read to its end. A renamed file is
+/// still read for --rotate-wait after that, next to the new one, since the program
+/// writing it only reopens its log after logrotate created the new file.
 ///
 /// Positions are saved in the --state file only after the hub acknowledged the lines,
 /// and every event is keyed by file and offset: restarting hub-tail (even kill -9) or
@@ -126,6 +128,11 @@ pub struct TailArgs {
     /// How often to check the files when polling.
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+
+    /// After a rename rotation, keep reading the old file (lines its writer still
+    /// appends before reopening its log) for this long; 0: read it to its end once.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub rotate_wait: Duration,
 
     /// Where positions are kept (default: one file per set of inputs under
     /// $XDG_STATE_HOME/hub/tail/, else ~/.local/state/hub/tail/).
@@ -175,6 +182,7 @@ impl TailArgs {
             (false, None) => Start::End,
         };
         cfg.poll_interval = self.poll_interval;
+        cfg.rotate_wait = self.rotate_wait;
         cfg.mode = if self.poll {
             WatchMode::Poll(self.poll_interval)
         } else {
@@ -237,9 +245,12 @@ mod tests {
             "250ms",
             "--max-line",
             "1KiB",
+            "--rotate-wait",
+            "0",
         ])
         .unwrap();
         let c = a.config();
+        assert_eq!(c.rotate_wait, Duration::ZERO);
         assert_eq!(c.start, Start::Last(5));
         assert_eq!(c.mode, WatchMode::Poll(Duration::from_millis(250)));
         assert_eq!(c.max_line, 1024);
@@ -254,5 +265,6 @@ mod tests {
             .config();
         assert_eq!(d.inputs, vec![Input::Stdin]);
         assert_eq!(d.max_line, crate::follow::DEFAULT_MAX_LINE);
+        assert_eq!(d.rotate_wait, run::DEFAULT_ROTATE_WAIT);
     }
 }

@@ -14,6 +14,18 @@
 //!   keeps it open, so a deleted file stays readable). Then the path is opened again
 //!   from offset 0 when it exists, or watched until it appears.
 //!
+//! **Grace period** ([`Follower::rotate_wait`], `--rotate-wait`): logrotate renames
+//! the file and creates the new one *before* it tells the application to reopen its
+//! log, so lines keep arriving in the renamed file for a moment. A renamed file is
+//! therefore kept open (by its descriptor, not its name) and read to its end on every
+//! step for that long, alongside the new file, with its own identity in the keys. Its
+//! partial last line waits until the period ends; then a last read, the partial line,
+//! and it is closed once the hub has acknowledged all of it. A rotated file that is
+//! deleted meanwhile (nothing can find it again) is read to its end and closed at
+//! once. While it is read its position is in the state file (`rotated` of the path's
+//! entry), so a restart looks for it next to the path and resumes it. With a zero
+//! grace period the renamed file is drained once, as for a deletion.
+//!
 //! Each ending yields [`Item::Rotated`]. Before moving to the next incarnation the
 //! follower waits until the hub has acknowledged everything of the old one (the caller
 //! passes the number of events in flight), so the saved position never skips lines.
@@ -54,6 +66,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// How many leading bytes identify a file's content (the fingerprint).
 pub const FP_MAX: usize = 256;
@@ -185,6 +198,29 @@ struct Incarnation {
     len: u64,
 }
 
+/// A file renamed away from the path, still read until its grace period ends.
+#[derive(Debug)]
+struct Old {
+    inc: Incarnation,
+    /// The end of the grace period: then a last read, and the partial line goes out.
+    until: Instant,
+    /// The last read is done: closed once everything of it is acknowledged.
+    done: bool,
+}
+
+fn inc_state(inc: &Incarnation) -> FileState {
+    let n = inc.head.len().min(FP_MAX);
+    FileState {
+        dev: inc.id.dev,
+        ino: inc.id.ino,
+        uid: format!("{:016x}", inc.uid),
+        offset: inc.acked,
+        fp_len: n as u32,
+        fp: format!("{:08x}", crc32fast::hash(&inc.head[..n])),
+        rotated: Vec::new(),
+    }
+}
+
 impl Incarnation {
     fn new(file: File, id: FileId, uid: u64, offset: u64, head: Vec<u8>, len: u64) -> Self {
         Incarnation {
@@ -216,6 +252,11 @@ pub struct Follower {
     initial: bool,
     max_line: usize,
     cur: Option<Incarnation>,
+    /// Files renamed away from the path and still read (oldest first).
+    old: Vec<Old>,
+    /// How long a renamed file is still read after the rotation is noticed; zero:
+    /// drained once, then closed. Default zero; `hub-tail` sets `--rotate-wait`.
+    pub rotate_wait: Duration,
     /// A binary file at the path (identity, length, mtime), reported once and skipped
     /// until it changes.
     skip: Option<(FileId, u64, i64, i64)>,
@@ -236,6 +277,8 @@ impl Follower {
             initial: true,
             max_line: max_line.max(16),
             cur: None,
+            old: Vec::new(),
+            rotate_wait: Duration::ZERO,
             skip: None,
             reported: None,
             verbose: false,
@@ -243,34 +286,44 @@ impl Follower {
         }
     }
 
-    /// Where this follower stands, for the state file (`None` before the first file).
+    /// Where this follower stands, for the state file (`None` before the first file):
+    /// the current file, with the rotated files still read in `rotated`. Without a
+    /// current file (the new one not created yet) the newest rotated file stands for
+    /// the path: after a restart it is found next to it as a file rotated while stopped.
     pub fn file_state(&self) -> Option<FileState> {
-        let inc = self.cur.as_ref()?;
-        let n = inc.head.len().min(FP_MAX);
-        Some(FileState {
-            dev: inc.id.dev,
-            ino: inc.id.ino,
-            uid: format!("{:016x}", inc.uid),
-            offset: inc.acked,
-            fp_len: n as u32,
-            fp: format!("{:08x}", crc32fast::hash(&inc.head[..n])),
-        })
+        let mut olds = self.old.iter().map(|o| inc_state(&o.inc));
+        let mut fs = match &self.cur {
+            Some(c) => inc_state(c),
+            None => olds.next_back()?,
+        };
+        fs.rotated = olds.collect();
+        Some(fs)
     }
 
     /// Bytes of the current file not turned into events yet (at the last step).
     pub fn backlog(&self) -> u64 {
         self.cur
-            .as_ref()
-            .map_or(0, |c| c.len.saturating_sub(c.lines.line_start))
+            .iter()
+            .chain(self.old.iter().map(|o| &o.inc))
+            .map(|c| c.len.saturating_sub(c.lines.line_start))
+            .sum()
+    }
+
+    /// When the next grace period of a rotated file ends (a step is due then).
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.old.iter().filter(|o| !o.done).map(|o| o.until).min()
     }
 
     /// The hub acknowledged everything of incarnation `uid` up to `end`.
     pub fn acked(&mut self, uid: u64, end: u64) {
-        if let Some(c) = self.cur.as_mut()
-            && c.uid == uid
-            && end > c.acked
+        for c in self
+            .cur
+            .iter_mut()
+            .chain(self.old.iter_mut().map(|o| &mut o.inc))
         {
-            c.acked = end;
+            if c.uid == uid && end > c.acked {
+                c.acked = end;
+            }
         }
     }
 
@@ -280,6 +333,10 @@ impl Follower {
         if let Some(c) = self.cur.as_mut() {
             c.lines = Lines::new(c.acked);
             c.ending = None;
+        }
+        for o in &mut self.old {
+            o.inc.lines = Lines::new(o.inc.acked);
+            o.done = false;
         }
     }
 
@@ -336,6 +393,10 @@ impl Follower {
         emit: &mut dyn FnMut(Item<'_>),
     ) -> Stepped {
         let mut out = Stepped::default();
+        // Rotated files first: their lines were written before the new file's.
+        if !self.old.is_empty() && !self.step_old(budget, emit, &mut out) {
+            return out;
+        }
         // At most: finish an incarnation, open the next, read it.
         for _ in 0..4 {
             if self.cur.is_none() {
@@ -346,6 +407,22 @@ impl Follower {
             }
             let c = self.cur.as_mut().expect("opened");
             if let Some(ending) = c.ending {
+                if ending == Ending::Renamed && !self.rotate_wait.is_zero() {
+                    // Keep reading it for the grace period, next to the new file.
+                    let inc = self.cur.take().expect("opened");
+                    self.note(&format!(
+                        "{}: renamed; following the new file and still reading the old one for {:?}",
+                        self.path.display(),
+                        self.rotate_wait
+                    ));
+                    self.old.push(Old {
+                        inc,
+                        until: Instant::now() + self.rotate_wait,
+                        done: false,
+                    });
+                    out.identity = true;
+                    continue;
+                }
                 if inflight > 0 || out.items > 0 {
                     return out; // move on only once the old file is fully acked
                 }
@@ -381,6 +458,70 @@ impl Follower {
         out
     }
 
+    /// Reads the rotated files in their grace period to their end; ends the period of
+    /// those whose time is up (or that were deleted), and closes those done and fully
+    /// acknowledged. `false`: the budget ran out.
+    fn step_old(
+        &mut self,
+        budget: &mut Budget,
+        emit: &mut dyn FnMut(Item<'_>),
+        out: &mut Stepped,
+    ) -> bool {
+        let now = Instant::now();
+        let max_line = self.max_line;
+        let mut i = 0;
+        while i < self.old.len() {
+            let o = &mut self.old[i];
+            if !o.done {
+                // Decided before reading: what was written before the end is read.
+                let (len, gone) = match o.inc.file.metadata() {
+                    Ok(m) => (m.len(), m.nlink() == 0),
+                    Err(_) => (o.inc.pos(), true),
+                };
+                let last = gone || now >= o.until;
+                o.inc.len = len;
+                match drain(&mut o.inc, len, max_line, budget, emit, out) {
+                    Ok(true) => {}
+                    Ok(false) => return false,
+                    Err(e) => {
+                        if !self.quiet {
+                            eprintln!(
+                                "hub-tail: {}: reading the rotated file: {e}; closing it",
+                                self.path.display()
+                            );
+                        }
+                        o.inc.len = o.inc.pos();
+                    }
+                }
+                if last {
+                    if budget.items == 0 {
+                        out.more = true;
+                        return false;
+                    }
+                    let key = Key {
+                        prefix: &o.inc.key_prefix,
+                        uid: o.inc.uid,
+                    };
+                    o.inc.lines.flush(key, budget, emit, out);
+                    o.done = true;
+                }
+            }
+            if o.done && o.inc.acked >= o.inc.pos() {
+                let o = self.old.remove(i);
+                self.note(&format!(
+                    "{}: done with the rotated file (inode {}) at offset {}",
+                    self.path.display(),
+                    o.inc.id.ino,
+                    o.inc.acked
+                ));
+                out.identity = true;
+                continue;
+            }
+            i += 1;
+        }
+        true
+    }
+
     /// Reads the current incarnation. `Ok(true)`: it ended (the `rotated` item is out).
     fn read(
         &mut self,
@@ -389,6 +530,7 @@ impl Follower {
         out: &mut Stepped,
     ) -> io::Result<bool> {
         let max_line = self.max_line;
+        let grace = !self.rotate_wait.is_zero();
         let c = self.cur.as_mut().expect("open");
         let meta = c.file.metadata()?;
         let len = meta.len();
@@ -409,31 +551,8 @@ impl Follower {
             end_incarnation(c, Ending::Truncated, budget, emit, out);
             return Ok(true);
         }
-        loop {
-            if budget.exhausted() {
-                out.more = true;
-                return Ok(false);
-            }
-            let key = Key {
-                prefix: &c.key_prefix,
-                uid: c.uid,
-            };
-            if c.lines.unscanned() {
-                c.lines.scan(key, max_line, budget, emit, out);
-                continue;
-            }
-            if c.pos() >= len {
-                break;
-            }
-            let want = READ_CHUNK.min((len - c.pos()) as usize);
-            let pos = c.pos();
-            let old = c.lines.buf.len();
-            c.lines.buf.resize(old + want, 0);
-            let n = c.file.read_at(&mut c.lines.buf[old..], pos)?;
-            c.lines.buf.truncate(old + n);
-            if n == 0 {
-                break; // shrank meanwhile: the next step sees it
-            }
+        if !drain(c, len, max_line, budget, emit, out)? {
+            return Ok(false);
         }
         // Drained: does the path still name this file?
         let ending = match std::fs::metadata(&self.path) {
@@ -453,8 +572,53 @@ impl Follower {
             out.more = true;
             return Ok(false);
         }
-        end_incarnation(c, ending, budget, emit, out);
+        if grace && ending == Ending::Renamed {
+            // Read on during the grace period: the partial line waits, and the
+            // acknowledgement of `rotated` must not cover it.
+            let end = c.lines.line_start;
+            emit(Item::Rotated {
+                key_prefix: &c.key_prefix,
+                uid: c.uid,
+                end,
+                reason: ending,
+            });
+            budget.take(0);
+            out.items += 1;
+            c.ending = Some(ending);
+        } else {
+            end_incarnation(c, ending, budget, emit, out);
+        }
         Ok(true)
+    }
+
+    /// Finds a rotated file that was read in its grace period when hub-tail stopped,
+    /// and reads it on for a new grace period.
+    fn resume_rotated(&mut self, r: &FileState) {
+        match find_rotated(&self.path, r) {
+            Some((p, inc)) => {
+                self.note(&format!(
+                    "{}: resuming the rotated file {} at offset {}",
+                    self.path.display(),
+                    p.display(),
+                    inc.acked
+                ));
+                self.old.push(Old {
+                    inc,
+                    until: Instant::now() + self.rotate_wait,
+                    done: false,
+                });
+            }
+            None => {
+                if !self.quiet {
+                    eprintln!(
+                        "hub-tail: {}: the rotated file that was still read (inode {}) is not next to it any more; its lines after offset {} are lost",
+                        self.path.display(),
+                        r.ino,
+                        r.offset
+                    );
+                }
+            }
+        }
     }
 
     /// Opens the file the path names now. `false`: nothing to read (missing,
@@ -469,6 +633,9 @@ impl Follower {
         {
             self.initial = false;
             self.start = Start::FromStart;
+            for r in &s.rotated {
+                self.resume_rotated(r);
+            }
             match resume(&self.path, s) {
                 Ok(inc) => {
                     self.note(&format!(
@@ -609,6 +776,44 @@ fn skip_key(meta: &std::fs::Metadata) -> (FileId, u64, i64, i64) {
         meta.mtime(),
         meta.mtime_nsec(),
     )
+}
+
+/// Reads `c` up to `len`, emitting its complete lines. `Ok(false)`: the budget ran
+/// out first.
+fn drain(
+    c: &mut Incarnation,
+    len: u64,
+    max_line: usize,
+    budget: &mut Budget,
+    emit: &mut dyn FnMut(Item<'_>),
+    out: &mut Stepped,
+) -> io::Result<bool> {
+    loop {
+        if budget.exhausted() {
+            out.more = true;
+            return Ok(false);
+        }
+        let key = Key {
+            prefix: &c.key_prefix,
+            uid: c.uid,
+        };
+        if c.lines.unscanned() {
+            c.lines.scan(key, max_line, budget, emit, out);
+            continue;
+        }
+        if c.pos() >= len {
+            return Ok(true);
+        }
+        let want = READ_CHUNK.min((len - c.pos()) as usize);
+        let pos = c.pos();
+        let old = c.lines.buf.len();
+        c.lines.buf.resize(old + want, 0);
+        let n = c.file.read_at(&mut c.lines.buf[old..], pos)?;
+        c.lines.buf.truncate(old + n);
+        if n == 0 {
+            return Ok(true); // shrank meanwhile: the next step sees it
+        }
+    }
 }
 
 /// Emits the held partial line and the `rotated` item, and marks `c` as ended.

@@ -47,6 +47,8 @@ const PROGRESS_MIN: u64 = 32 << 20;
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Nothing acknowledged for this long while events are in flight: say the hub is away.
 const STALL: Duration = Duration::from_secs(3);
+/// How long a renamed file is still read by default (`--rotate-wait`).
+pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(5);
 /// Directory entries a glob looks at per scan, at most.
 const MAX_GLOB_ENTRIES: usize = 100_000;
 
@@ -87,6 +89,8 @@ pub struct Config {
     pub start: Start,
     pub mode: WatchMode,
     pub poll_interval: Duration,
+    /// `--rotate-wait`: how long a renamed file is still read.
+    pub rotate_wait: Duration,
     /// `--state`; `None`: the default path for these inputs.
     pub state: Option<PathBuf>,
     pub max_line: usize,
@@ -105,6 +109,7 @@ impl Config {
             start: Start::End,
             mode: WatchMode::Native,
             poll_interval: Duration::from_secs(1),
+            rotate_wait: DEFAULT_ROTATE_WAIT,
             state: None,
             max_line: DEFAULT_MAX_LINE,
             source: None,
@@ -317,6 +322,8 @@ fn line_data(json: bool, file: &str, bytes: &[u8], partial: bool) -> Value {
 enum Wake {
     Ack(Result<u64, ClientError>),
     Watch,
+    /// A rotated file's grace period ends.
+    Timer,
     Stall,
     Stop,
 }
@@ -377,6 +384,7 @@ pub async fn run(
         let mut f = Follower::new(path.clone(), cfg.topic_for(&path), start, cfg.max_line);
         f.verbose = cfg.verbose;
         f.quiet = cfg.quiet;
+        f.rotate_wait = cfg.rotate_wait;
         if cfg.verbose && start == Start::FromStart && !followers.is_empty() {
             eprintln!("hub-tail: following new file {}", path.display());
         }
@@ -531,9 +539,15 @@ pub async fn run(
         }
 
         // 3. Wait for an ack, a wake-up or the end.
+        let grace_end = if dirty || stopping.is_some() {
+            None // a step is due anyway
+        } else {
+            followers.iter().filter_map(Follower::wake_at).min()
+        };
         let wake = tokio::select! {
             r = front_ticket(&mut inflight) => Wake::Ack(r),
             _ = watch.wait(), if stopping.is_none() => Wake::Watch,
+            _ = sleep_until_std(grace_end), if grace_end.is_some() => Wake::Timer,
             _ = tokio::time::sleep_until(last_progress + STALL), if !inflight.is_empty() && !stalled => Wake::Stall,
             _ = &mut shutdown, if stopping.is_none() => Wake::Stop,
             _ = tokio::time::sleep(DRAIN_LIMIT), if stopping.is_some() => Wake::Stop,
@@ -600,6 +614,7 @@ pub async fn run(
                     );
                 }
             }
+            Wake::Timer => dirty = true,
             Wake::Stall => {
                 stalled = true;
                 if !cfg.quiet {
@@ -694,8 +709,19 @@ fn is_rotated_copy(path: &Path, state: &StateFile, seen: &HashMap<FileId, Seen>)
         return false;
     }
     state.state.files.iter().any(|(other, s)| {
-        other != path && s.dev == id.dev && s.ino == id.ino && super::same_file(path, s)
+        other != path
+            && std::iter::once(s)
+                .chain(&s.rotated)
+                .any(|s| s.dev == id.dev && s.ino == id.ino && super::same_file(path, s))
     })
+}
+
+/// Sleeps until `at` (forever when `None`).
+async fn sleep_until_std(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The oldest flight's outcome (pending forever when nothing is in flight).

@@ -21,6 +21,9 @@
 //! - `offset`: the first byte not yet acknowledged by the hub.
 //! - `fp_len`, `fp`: CRC-32 of the first `fp_len` (≤ 256) bytes of the file, to tell
 //!   an inode reused by a new file from the old one after a restart.
+//! - `rotated` (only while there are any): files renamed away from this path that are
+//!   still read during `--rotate-wait`, each with the same fields (without `rotated`).
+//!   After a restart they are looked for next to the path by identity and first bytes.
 //!
 //! Entries for paths this run does not follow are kept as they are, so one state file
 //! may be shared by runs over different files (not by concurrent runs).
@@ -42,6 +45,9 @@ pub struct FileState {
     pub offset: u64,
     pub fp_len: u32,
     pub fp: String,
+    /// Rotated files still read in their grace period (`--rotate-wait`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotated: Vec<FileState>,
 }
 
 /// The whole state file.
@@ -208,6 +214,7 @@ mod tests {
             offset,
             fp_len: 3,
             fp: "abcd".into(),
+            rotated: Vec::new(),
         }
     }
 

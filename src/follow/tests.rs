@@ -499,3 +499,71 @@ fn budget_limits_a_step_exactly() {
     assert_eq!(got, expected);
     assert_eq!(f.backlog(), 0);
 }
+
+#[test]
+fn a_renamed_file_is_read_on_during_the_rotate_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut app = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    let mut t = T::new(&p, Start::End);
+    t.f.rotate_wait = Duration::from_millis(300);
+    assert_eq!(t.step(), vec![]);
+    app.write_all(b"a\npart").unwrap();
+    std::fs::rename(&p, dir.path().join("a.log.1")).unwrap();
+    append(&p, "new\n");
+    // the partial line waits: the writer may still finish it
+    assert_eq!(
+        t.step(),
+        vec![line("a"), Got::Rotated(Ending::Renamed), line("new")]
+    );
+    let st = t.f.file_state().unwrap();
+    assert_eq!(st.rotated.len(), 1);
+    assert_eq!(st.rotated[0].offset, 2, "up to the partial line");
+    app.write_all(b"ial\nlate\nend").unwrap();
+    append(&p, "new 2\n");
+    assert_eq!(t.step(), vec![line("partial"), line("late"), line("new 2")]);
+    assert_eq!(t.f.file_state().unwrap().rotated[0].offset, 15);
+    // a restart now resumes the rotated file under its old identity
+    let mut t2 = T::with(
+        &p,
+        Start::End,
+        DEFAULT_MAX_LINE,
+        Some(t.f.file_state().unwrap()),
+    );
+    assert!(t.f.wake_at().is_some());
+    std::thread::sleep(Duration::from_millis(350));
+    assert_eq!(t.step(), vec![line("end")]);
+    assert!(t.f.file_state().unwrap().rotated.is_empty());
+    assert!(t.f.wake_at().is_none());
+    // t2 has a zero rotate-wait: it reads the rest of the rotated file and closes it
+    assert_eq!(t2.step(), vec![line("end")]);
+    assert_eq!(t.keys.last(), t2.keys.last(), "the same key in both runs");
+    assert!(t2.f.file_state().unwrap().rotated.is_empty());
+}
+
+#[test]
+fn a_zero_rotate_wait_drains_the_renamed_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.log");
+    let mut app = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    let mut t = T::new(&p, Start::End);
+    assert_eq!(t.step(), vec![]);
+    app.write_all(b"a\n").unwrap();
+    std::fs::rename(&p, dir.path().join("a.log.1")).unwrap();
+    append(&p, "new\n");
+    assert_eq!(
+        t.step(),
+        vec![line("a"), Got::Rotated(Ending::Renamed), line("new")]
+    );
+    app.write_all(b"lost\n").unwrap();
+    assert_eq!(t.step(), vec![]);
+    assert!(t.f.file_state().unwrap().rotated.is_empty());
+}
