@@ -184,6 +184,8 @@ async fn connection(
         Box::pin(conn.subscribe("q".into(), spec)).await;
     }
     let idle = app.cfg.idle_timeout;
+    // One timer per connection: each ping tick also checks for idleness, so a
+    // silent client is closed between idle and idle + idle/3.
     let ping_every = (idle / 3)
         .min(Duration::from_secs(30))
         .max(Duration::from_millis(100));
@@ -217,9 +219,6 @@ async fn connection(
                     break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
                 }
                 let _ = conn.out.try_send(Box::new(Message::Ping(Default::default())));
-            }
-            _ = tokio::time::sleep_until(last_seen + idle) => {
-                break Some((close::GOING_AWAY, format!("idle for {}s", idle.as_secs())));
             }
             _ = app.shutdown.cancelled() => {
                 break Some((close::GOING_AWAY, "the hub is shutting down".into()));
