@@ -458,58 +458,12 @@ impl<'a> RawJson<'a> {
     /// # Errors
     /// The text is not valid JSON, or has something after the value.
     pub fn new(text: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str::<Checked>(text)?;
+        crate::event::check_json(text)?;
         Ok(RawJson(text))
     }
 
     pub fn as_str(&self) -> &'a str {
         self.0
-    }
-}
-
-/// A JSON value read and thrown away, checked as strictly as parsing it into a
-/// [`serde_json::Value`] would (numbers in range, string escapes valid), without
-/// building anything. (`serde::de::IgnoredAny` would skip nested values without
-/// those checks: `{"a":1e999}` would pass and then be refused by the hub.)
-struct Checked;
-
-impl<'de> serde::Deserialize<'de> for Checked {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Checked)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Checked {
-    type Value = Checked;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_entry::<Checked, Checked>()?.is_some() {}
-        Ok(Checked)
     }
 }
 

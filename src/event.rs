@@ -313,14 +313,19 @@ impl IncomingEvent {
         }
     }
 
-    /// Checks topic, type, source and key, as [`NewEvent::validate`].
+    /// Checks topic, type, source and key, as [`NewEvent::validate`], and that the
+    /// data can be decoded (a raw value may hold numbers a `Value` cannot).
     pub fn validate(&self) -> Result<(), EventError> {
         validate_fields(
             &self.topic,
             self.kind(),
             self.source.as_deref(),
             self.key.as_deref(),
-        )
+        )?;
+        if let Some(d) = &self.data {
+            check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Parses one event object from JSON text, with a message fit for a user.
@@ -337,6 +342,63 @@ impl IncomingEvent {
         StoredEvent::encode(self.clone(), u64::MAX, 0, &format_ts(0))
             .json
             .len()
+    }
+}
+
+/// Checks that `text` is exactly one JSON value, as strictly as parsing it into a
+/// [`serde_json::Value`] would (numbers in range, escapes valid), without building
+/// one. The hub keeps published data as text and decodes it only on demand, so it
+/// must be sure at intake that it can.
+///
+/// # Errors
+/// The text is not one valid JSON value.
+pub fn check_json(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Checked>(text).map(|_| ())
+}
+
+/// A JSON value read and thrown away, checked as strictly as parsing it into a
+/// [`serde_json::Value`] would (numbers in range, string escapes valid), without
+/// building anything. (`serde::de::IgnoredAny` would skip nested values without
+/// those checks: `{"a":1e999}` would pass.)
+pub struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -455,8 +517,16 @@ impl Fields for StoredEvent {
         self.key.as_deref()
     }
     fn data(&self) -> &Value {
+        // Data is checked at intake, so this cannot fail for events this hub stored;
+        // should a log hold something else, its data reads as null, never a panic.
         self.data.get_or_init(|| {
-            serde_json::from_str(self.data_json()).expect("stored data is valid JSON")
+            serde_json::from_str(self.data_json()).unwrap_or_else(|e| {
+                tracing::warn!(
+                    "event {}: data cannot be decoded ({e}); read as null",
+                    self.id
+                );
+                Value::Null
+            })
         })
     }
 }
@@ -698,6 +768,9 @@ mod tests {
         );
         assert_eq!(none.data_json(), "null");
         assert!(IncomingEvent::from_json(r#"{"topic":"t","dat":1}"#).is_err());
+        let huge = IncomingEvent::from_json(r#"{"topic":"t","data":{"n":1e999}}"#).unwrap_err();
+        assert!(huge.to_string().contains("out of range"), "{huge}");
+        assert!(IncomingEvent::from_json(r#"{"topic":"t","data":[1,"\ud800"]}"#).is_err());
         assert!(IncomingEvent::from_json(r#"{"topic":"bad topic"}"#).is_err());
         assert_eq!(compact_json("[1, \"a b\"]"), "[1,\"a b\"]");
         assert!(matches!(compact_json("{\"a\":1}"), Cow::Borrowed(_)));

@@ -103,6 +103,7 @@ fn a_body_with_one_bad_event_stores_nothing() {
         "{\"type\":\"x\"}",
         "{\"topic\":\"a\",\"type\":\"Bad\"}",
         "{\"topic\":\"a\",\"dat\":1}",
+        "{\"topic\":\"task:a\",\"type\":\"progress\",\"data\":{\"percent\":1e999}}",
     ] {
         let (s, v) = post(&hub, bad);
         assert_eq!(s, 400, "{bad}: {v}");
@@ -112,6 +113,15 @@ fn a_body_with_one_bad_event_stores_nothing() {
     let st: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(st["events"], 0);
     assert_eq!(st["last_id"], 0);
+    // The hub is still whole: a good event goes through.
+    assert_eq!(
+        post(
+            &hub,
+            r#"{"topic":"task:a","type":"progress","data":{"percent":5}}"#
+        )
+        .0,
+        200
+    );
 }
 
 #[test]
