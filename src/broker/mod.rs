@@ -150,11 +150,11 @@ impl Broker {
         let b = broker.clone();
         std::thread::Builder::new()
             .name("hub-writer".into())
-            .spawn(move || b.writer_loop(rx))?;
+            .spawn(move || or_abort("writer", || b.writer_loop(rx)))?;
         let b = broker.clone();
         std::thread::Builder::new()
             .name("hub-housekeeping".into())
-            .spawn(move || b.housekeeping_loop())?;
+            .spawn(move || or_abort("housekeeping", || b.housekeeping_loop()))?;
         Ok(broker)
     }
 
@@ -457,6 +457,16 @@ impl Broker {
     pub async fn wait_for_new(&self, after: u64, limit: Duration) {
         let mut rx = self.shared.committed.subscribe();
         let _ = tokio::time::timeout(limit, rx.wait_for(|&c| c > after)).await;
+    }
+}
+
+/// Runs a broker thread; if it panics, the process stops instead of living on as
+/// a hub that answers /health but can no longer store or sync events (a service
+/// manager restarts it, and the log recovers as after any crash).
+fn or_abort(name: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("the {name} thread panicked; stopping the hub");
+        std::process::abort();
     }
 }
 
