@@ -195,15 +195,6 @@ impl ServerFrame {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("a ServerFrame always serializes")
     }
-
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error {
-            code: code.as_str().to_string(),
-            message: message.into(),
-            req: None,
-            sub: None,
-        }
-    }
 }
 
 /// `{"type":"event","sub":SUB,"event":EVENT}` from the event's encoding, without

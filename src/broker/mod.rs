@@ -166,10 +166,6 @@ impl Broker {
         &self.shared.stats
     }
 
-    pub fn config(&self) -> &BrokerConfig {
-        &self.shared.cfg
-    }
-
     pub fn uptime(&self) -> Duration {
         self.shared.started.elapsed()
     }
