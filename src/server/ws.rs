@@ -392,11 +392,25 @@ impl Conn {
             self.error(ErrorCode::TooMany, msg, None, Some(name)).await;
             return;
         }
-        let sub = match self.app.broker.subscribe(&spec) {
-            Ok(s) => s,
-            Err(e) => {
+        // Positioning `last=N` with filters may read far back into the log: off
+        // the runtime's workers.
+        let broker = self.app.broker.clone();
+        let placed = tokio::task::spawn_blocking(move || broker.subscribe(&spec)).await;
+        let sub = match placed {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 self.error(ErrorCode::BadRequest, e.to_string(), None, Some(name))
                     .await;
+                return;
+            }
+            Err(e) => {
+                self.error(
+                    ErrorCode::Internal,
+                    format!("subscribing failed: {e}"),
+                    None,
+                    Some(name),
+                )
+                .await;
                 return;
             }
         };
