@@ -3,8 +3,8 @@ complete -c hub-serve -l data-dir -d 'Where the event log lives [default: $XDG_S
 complete -c hub-serve -l fsync -d 'When written events are fsynced: always (before each ack, group commit), batch (at least every 100 ms), never (left to the OS). All three survive a crash of the process; after a power loss, batch may lose the last 100 ms and never what the OS had not written back yet' -r -f -a "always\t'fsync before every acknowledgement (batched: one fsync per group commit)'
 batch\t'fsync written data at least every 100 ms'
 never\t'Never fsync; the OS writes back when it likes'"
-complete -c hub-serve -l retain-events -d 'Keep at least this many events (whole segments are trimmed)' -r
-complete -c hub-serve -l retain-bytes -d 'Keep at least this much log (e.g. 512MiB, 1GiB)' -r
+complete -c hub-serve -l retain-events -d 'Retain about this many events: the oldest whole segments are dropped once at least N remain without them' -r
+complete -c hub-serve -l retain-bytes -d 'Retain about this much log (e.g. 512MiB, 1GiB): the oldest whole segments are dropped once at least SIZE remains without them' -r
 complete -c hub-serve -l retain-age -d 'Drop segments whose newest event is older than this (e.g. 7d, 12h)' -r
 complete -c hub-serve -l token -d 'Require this token (Authorization: Bearer T or ?token=T) on every request but /health. Prefer --token-file: a token on the command line shows in ps' -r
 complete -c hub-serve -l token-file -d 'Read the token from this file (first line); takes precedence over --token and HUB_TOKEN, as in the client commands' -r -F

@@ -120,11 +120,13 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value = "batch", value_name = "MODE")]
     pub fsync: FsyncMode,
 
-    /// Keep at least this many events (whole segments are trimmed).
+    /// Retain about this many events: the oldest whole segments are dropped once
+    /// at least N remain without them.
     #[arg(long, default_value = "1000000", value_name = "N")]
     pub retain_events: u64,
 
-    /// Keep at least this much log (e.g. 512MiB, 1GiB).
+    /// Retain about this much log (e.g. 512MiB, 1GiB): the oldest whole segments are
+    /// dropped once at least SIZE remains without them.
     #[arg(long, default_value = "1GiB", value_name = "SIZE", value_parser = parse_size)]
     pub retain_bytes: u64,
 
