@@ -187,30 +187,61 @@ impl Event {
     /// once per batch). Same bytes as serde would write, without serde's envelope
     /// machinery on the hot path.
     pub fn encode_with_ts(&self, ts: &str) -> String {
+        let data = serde_json::to_string(&self.data).expect("a JSON value serializes");
+        let head = Head {
+            id: self.id,
+            ts,
+            topic: &self.topic,
+            kind: &self.kind,
+            source: self.source.as_deref(),
+            key: self.key.as_deref(),
+        };
+        head.encode(&data).0
+    }
+}
+
+/// Everything of an encoded event but its data: the one place that writes the
+/// stored JSON form, for [`Event::encode`] and [`StoredEvent::encode`].
+struct Head<'a> {
+    id: u64,
+    ts: &'a str,
+    topic: &'a str,
+    kind: &'a str,
+    source: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+impl Head<'_> {
+    /// The event's compact JSON with `data` (already compact JSON text) spliced in,
+    /// and where `data` sits in it.
+    fn encode(&self, data: &str) -> (String, (u32, u32)) {
         fn put_str(out: &mut Vec<u8>, s: &str) {
             serde_json::to_writer(&mut *out, s).expect("a string serializes");
         }
-        let mut out = Vec::with_capacity(96 + self.topic.len() + self.kind.len());
+        let mut out = Vec::with_capacity(80 + self.topic.len() + self.kind.len() + data.len());
         out.extend_from_slice(b"{\"id\":");
         out.extend_from_slice(self.id.to_string().as_bytes());
         out.extend_from_slice(b",\"ts\":");
-        put_str(&mut out, ts);
+        put_str(&mut out, self.ts);
         out.extend_from_slice(b",\"topic\":");
-        put_str(&mut out, &self.topic);
+        put_str(&mut out, self.topic);
         out.extend_from_slice(b",\"type\":");
-        put_str(&mut out, &self.kind);
-        if let Some(src) = &self.source {
+        put_str(&mut out, self.kind);
+        if let Some(src) = self.source {
             out.extend_from_slice(b",\"source\":");
             put_str(&mut out, src);
         }
-        if let Some(key) = &self.key {
+        if let Some(key) = self.key {
             out.extend_from_slice(b",\"key\":");
             put_str(&mut out, key);
         }
         out.extend_from_slice(b",\"data\":");
-        serde_json::to_writer(&mut out, &self.data).expect("a JSON value serializes");
+        let start = out.len() as u32;
+        out.extend_from_slice(data.as_bytes());
+        let end = out.len() as u32;
         out.push(b'}');
-        String::from_utf8(out).expect("JSON output is UTF-8")
+        let json = String::from_utf8(out).expect("JSON output is UTF-8");
+        (json, (start, end))
     }
 }
 
@@ -553,36 +584,18 @@ impl StoredEvent {
     /// Stamps an incoming event with its id and receive time (`ts_text` is `ts`
     /// formatted, once per batch) and encodes it, once.
     pub fn encode(inc: IncomingEvent, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
-        fn put_str(out: &mut Vec<u8>, s: &str) {
-            serde_json::to_writer(&mut *out, s).expect("a string serializes");
-        }
         let data = inc.data_json();
         let kind = inc.kind();
-        let mut out = Vec::with_capacity(80 + inc.topic.len() + kind.len() + data.len());
-        out.extend_from_slice(b"{\"id\":");
-        out.extend_from_slice(id.to_string().as_bytes());
-        out.extend_from_slice(b",\"ts\":");
-        put_str(&mut out, ts_text);
-        out.extend_from_slice(b",\"topic\":");
-        put_str(&mut out, &inc.topic);
-        out.extend_from_slice(b",\"type\":");
-        put_str(&mut out, kind);
-        if let Some(src) = &inc.source {
-            out.extend_from_slice(b",\"source\":");
-            put_str(&mut out, src);
-        }
-        if let Some(key) = &inc.key {
-            out.extend_from_slice(b",\"key\":");
-            put_str(&mut out, key);
-        }
-        out.extend_from_slice(b",\"data\":");
-        let start = out.len() as u32;
-        out.extend_from_slice(data.as_bytes());
-        let end = out.len() as u32;
-        out.push(b'}');
-        let json = String::from_utf8(out)
-            .expect("JSON output is UTF-8")
-            .into_boxed_str();
+        let head = Head {
+            id,
+            ts: ts_text,
+            topic: &inc.topic,
+            kind,
+            source: inc.source.as_deref(),
+            key: inc.key.as_deref(),
+        };
+        let (json, (start, end)) = head.encode(&data);
+        let json = json.into_boxed_str();
         let kind = kind.into();
         StoredEvent {
             id,
