@@ -194,7 +194,12 @@ enum Failure {
 
 /// One connection attempt: TCP (with TCP_NODELAY) + WebSocket handshake, bounded by
 /// `limit`.
-async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Ws, Failure> {
+/// An open connection and the largest frame the hub said it takes (its
+/// `X-Hub-Max-Frame` header; `None` from a hub that does not say, which gets no
+/// batch frames).
+type Opened = (Ws, Option<usize>);
+
+async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Opened, Failure> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {e}"))))?;
@@ -213,7 +218,13 @@ async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Ws, Fai
             "no answer within {}",
             humantime::format_duration(limit)
         ))),
-        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Ok((ws, response))) => {
+            let max_frame = response
+                .headers()
+                .get(crate::protocol::MAX_FRAME_HEADER)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            Ok((ws, max_frame))
+        }
         Ok(Err(e)) => Err(classify(url, e)),
     }
 }
@@ -273,7 +284,7 @@ async fn connect_with_retry(
     timeout: Option<Duration>,
     backoff: &mut Backoff,
     mut on_retry: impl FnMut(&str, Duration),
-) -> Result<Ws, ClientError> {
+) -> Result<Opened, ClientError> {
     let start = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
@@ -281,9 +292,9 @@ async fn connect_with_retry(
             .unwrap_or(ATTEMPT_LIMIT)
             .clamp(Duration::from_millis(100), ATTEMPT_LIMIT);
         match open(url, token, limit).await {
-            Ok(ws) => {
+            Ok(opened) => {
                 backoff.reset();
-                return Ok(ws);
+                return Ok(opened);
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(cause)) => {
@@ -440,9 +451,6 @@ pub struct Publisher {
     url: String,
     key_prefix: String,
     seq: AtomicU64,
-    /// The `req` of the last frame built (one counter per publisher; a resent frame
-    /// keeps its `req`).
-    req: AtomicU64,
 }
 
 /// JSON text known to be exactly one valid JSON value, to be sent as it is (see
@@ -467,26 +475,23 @@ impl<'a> RawJson<'a> {
     }
 }
 
-/// A publish frame on its way to the publisher task.
+/// An event on its way to the publisher task: its JSON, encoded by the caller.
 struct Outgoing {
-    req: u64,
-    frame: Utf8Bytes,
+    event: String,
     reply: Reply,
 }
 
-/// `{"type":"publish","req":REQ,"event":EVENT}`, written by hand: the same bytes
-/// serde writes for [`ClientFrame::Publish`] of `event` (fields in the order topic,
-/// type, source, key, data; absent options left out), except that `raw_data`, when
-/// given, is spliced in as the data instead of `event.data`.
-fn publish_frame(req: u64, event: &NewEvent, raw_data: Option<RawJson<'_>>) -> String {
+/// The event's JSON as a `publish` frame carries it, written by hand: the same bytes
+/// serde writes for the `event` of [`ClientFrame::Publish`] (fields in the order
+/// topic, type, source, key, data; absent options left out), except that `raw_data`,
+/// when given, is spliced in as the data instead of `event.data`.
+fn event_json(event: &NewEvent, raw_data: Option<RawJson<'_>>) -> String {
     fn put_str(out: &mut Vec<u8>, s: &str) {
         serde_json::to_writer(&mut *out, s).expect("a string serializes");
     }
     let data_len = raw_data.map_or(16, |r| r.as_str().len());
-    let mut out = Vec::with_capacity(80 + event.topic.len() + data_len);
-    out.extend_from_slice(br#"{"type":"publish","req":"#);
-    out.extend_from_slice(req.to_string().as_bytes());
-    out.extend_from_slice(br#","event":{"topic":"#);
+    let mut out = Vec::with_capacity(48 + event.topic.len() + data_len);
+    out.extend_from_slice(br#"{"topic":"#);
     put_str(&mut out, &event.topic);
     for (name, value) in [
         (&br#","type":"#[..], &event.kind),
@@ -503,8 +508,19 @@ fn publish_frame(req: u64, event: &NewEvent, raw_data: Option<RawJson<'_>>) -> S
         Some(raw) => out.extend_from_slice(raw.as_str().as_bytes()),
         None => serde_json::to_writer(&mut out, &event.data).expect("a value serializes"),
     }
-    out.extend_from_slice(b"}}");
+    out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// `{"type":"publish","req":REQ,"event":EVENT}` around one event's JSON.
+fn publish_frame(req: u64, event: &str) -> String {
+    let mut f = String::with_capacity(40 + event.len());
+    f.push_str(r#"{"type":"publish","req":"#);
+    f.push_str(&req.to_string());
+    f.push_str(r#","event":"#);
+    f.push_str(event);
+    f.push('}');
+    f
 }
 
 impl Publisher {
@@ -532,7 +548,6 @@ impl Publisher {
             url,
             key_prefix: random_prefix(),
             seq: AtomicU64::new(0),
-            req: AtomicU64::new(0),
         })
     }
 
@@ -599,12 +614,11 @@ impl Publisher {
             let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             event.key = Some(format!("{}-{n}", self.key_prefix));
         }
-        // The frame is built here, on the caller's side; the publisher task only
-        // writes it (and keeps it for a resend).
-        let req = self.req.fetch_add(1, Ordering::Relaxed) + 1;
-        let frame = Utf8Bytes::from(publish_frame(req, &event, raw_data));
+        // The event is encoded here, on the caller's side; the publisher task only
+        // frames it (alone, or with others queued beside it) and keeps it for a resend.
+        let event = event_json(&event, raw_data);
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Outgoing { req, frame, reply }).await.is_err() {
+        if self.tx.send(Outgoing { event, reply }).await.is_err() {
             return Err(self.failure());
         }
         Ok(Ticket(rx))
@@ -683,9 +697,75 @@ fn random_prefix() -> String {
 
 /// An event sent (or to be sent again) and not yet acknowledged.
 struct Pending {
+    /// The `req` of the frame it went out in (shared by the events of a batch).
     req: u64,
-    frame: Utf8Bytes,
+    event: String,
     reply: Reply,
+}
+
+/// Most events in one batch `publish` frame.
+const BATCH_EVENTS: usize = 512;
+/// Most bytes of one batch `publish` frame (less if the hub takes less).
+const BATCH_BYTES: usize = 64 << 10;
+
+/// How the publisher task frames what it sends on one connection.
+struct Framing {
+    /// The largest frame the hub takes; `None`: one event per frame.
+    max_frame: Option<usize>,
+    /// The `req` of the last frame sent.
+    req: u64,
+}
+
+impl Framing {
+    /// Sends `pending[from..]` as frames: as many events per frame as fit (when the
+    /// hub takes batch frames), each frame with a new `req`. Feeds; the caller flushes.
+    async fn feed(
+        &mut self,
+        ws: &mut Ws,
+        pending: &mut VecDeque<Pending>,
+        from: usize,
+    ) -> Result<(), tungstenite::Error> {
+        // Frame overhead: `{"type":"publish","req":N,"events":[...]}`.
+        let budget = self
+            .max_frame
+            .map_or(0, |m| m.saturating_sub(64).min(BATCH_BYTES));
+        let mut i = from;
+        while i < pending.len() {
+            let mut end = i + 1;
+            let mut size = pending[i].event.len();
+            while end < pending.len() && end - i < BATCH_EVENTS {
+                size += pending[end].event.len() + 1;
+                if size > budget {
+                    break;
+                }
+                end += 1;
+            }
+            self.req += 1;
+            let req = self.req;
+            let frame = if end - i == 1 {
+                publish_frame(req, &pending[i].event)
+            } else {
+                let mut f = String::with_capacity(48 + size);
+                f.push_str(r#"{"type":"publish","req":"#);
+                f.push_str(&req.to_string());
+                f.push_str(r#","events":["#);
+                for (k, p) in pending.range(i..end).enumerate() {
+                    if k > 0 {
+                        f.push(',');
+                    }
+                    f.push_str(&p.event);
+                }
+                f.push_str("]}");
+                f
+            };
+            for p in pending.range_mut(i..end) {
+                p.req = req;
+            }
+            ws.feed(Message::text(frame)).await?;
+            i = end;
+        }
+        Ok(())
+    }
 }
 
 /// The publisher task: connect, (re)send what is pending, pipeline new events, match
@@ -715,8 +795,8 @@ async fn run_publisher(
             },
         )
         .await;
-        let mut ws = match connected {
-            Ok(ws) => ws,
+        let (mut ws, max_frame) = match connected {
+            Ok(opened) => opened,
             Err(e) => {
                 give_up(e, &mut pending, &mut rx, &state);
                 return;
@@ -730,29 +810,36 @@ async fn run_publisher(
         }
         was_connected = true;
         state.send_replace(ConnState::Connected);
-        let mut ok = true;
-        for p in &pending {
-            if ws.feed(Message::Text(p.frame.clone())).await.is_err() {
-                ok = false;
-                break;
-            }
-        }
-        if ok && ws.flush().await.is_err() {
-            ok = false;
-        }
-        if !ok {
+        let mut framing = Framing { max_frame, req: 0 };
+        if framing.feed(&mut ws, &mut pending, 0).await.is_err() || ws.flush().await.is_err() {
             continue;
         }
         // The connection loop: returns Some(cause) to reconnect, None when done.
         let cause: Option<String> = loop {
             if !rx_open && pending.is_empty() {
-                close_gracefully(&mut ws).await;
+                // Every event is acknowledged: nothing is left for the hub to
+                // process, so the close frame goes without waiting for its reply.
+                let _ = ws.close(None).await;
                 return;
             }
             tokio::select! {
                 biased;
                 msg = ws.next() => match msg {
-                    Some(Ok(Message::Text(t))) => handle_publisher_frame(&t, &mut pending, &url),
+                    Some(Ok(Message::Text(t))) => {
+                        let again = handle_publisher_frame(&t, &mut pending, &url);
+                        if !again.is_empty() {
+                            // A batch refused as a whole: each event alone, to learn
+                            // which one the hub refuses.
+                            let from = pending.len();
+                            pending.extend(again);
+                            let single = framing.max_frame.take();
+                            let sent = framing.feed(&mut ws, &mut pending, from).await;
+                            framing.max_frame = single;
+                            if let Err(e) = sent.and(ws.flush().await) {
+                                break Some(e.to_string());
+                            }
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         let (code, reason) = close_parts(frame);
                         if !close::is_retryable(code) {
@@ -775,27 +862,19 @@ async fn run_publisher(
                         rx_open = false;
                         continue;
                     };
-                    // Batch: everything already queued goes out in one flush.
+                    // Batch: everything already queued goes out in one flush, in as
+                    // few frames as the hub allows.
+                    let from = pending.len();
                     let mut item = Some(first);
-                    let mut failed = None;
-                    while let Some(Outgoing { req, frame, reply }) = item.take() {
-                        pending.push_back(Pending { req, frame: frame.clone(), reply });
-                        if failed.is_none()
-                            && let Err(e) = ws.feed(Message::Text(frame)).await
-                        {
-                            failed = Some(e.to_string());
-                        }
+                    while let Some(Outgoing { event, reply }) = item.take() {
+                        pending.push_back(Pending { req: 0, event, reply });
                         if pending.len() < WINDOW {
                             item = rx.try_recv().ok();
                         }
                     }
-                    if failed.is_none()
-                        && let Err(e) = ws.flush().await
-                    {
-                        failed = Some(e.to_string());
-                    }
-                    if let Some(cause) = failed {
-                        break Some(cause);
+                    let sent = framing.feed(&mut ws, &mut pending, from).await;
+                    if let Err(e) = sent.and(ws.flush().await) {
+                        break Some(e.to_string());
                     }
                 }
             }
@@ -807,19 +886,46 @@ async fn run_publisher(
     }
 }
 
-/// Matches an `ack` or an `error` frame to its pending event.
-fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str) {
+/// Matches an `ack` or an `error` frame to its pending event(s). Returns the events
+/// of a batch frame the hub refused as a whole, to be sent again one by one.
+fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str) -> Vec<Pending> {
+    let refused = |code: String, message: String| ClientError::Refused {
+        url: url.to_string(),
+        code,
+        message,
+    };
     if let Some((req, id)) = crate::protocol::parse_ack(text) {
         if let Some(pos) = pending.iter().position(|p| p.req == req)
             && let Some(p) = pending.remove(pos)
         {
             let _ = p.reply.send(Ok(id));
         }
-        return;
+        return Vec::new();
+    }
+    if let Some(ack) = crate::protocol::parse_batch_ack(text) {
+        let Some(pos) = pending.iter().position(|p| p.req == ack.req) else {
+            return Vec::new();
+        };
+        let n = ack.ids.len().min(pending.len() - pos);
+        let mut errors = ack.errors.into_iter().peekable();
+        for (i, (p, id)) in pending.drain(pos..pos + n).zip(ack.ids).enumerate() {
+            let r = match id {
+                Some(id) => Ok(id),
+                None => match errors.next_if(|e| e.index == i) {
+                    Some(e) => Err(refused(e.code, e.message)),
+                    None => Err(refused(
+                        "internal".into(),
+                        "refused without a reason".into(),
+                    )),
+                },
+            };
+            let _ = p.reply.send(r);
+        }
+        return Vec::new();
     }
     let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
         tracing::debug!("ignoring an unknown frame from the hub: {text}");
-        return;
+        return Vec::new();
     };
     let (req, result) = match frame {
         ServerFrame::Ack { req, id } => (req, Ok(id)),
@@ -829,25 +935,27 @@ fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str
             if req.is_none() {
                 tracing::warn!("the hub reported an error: {message} ({code})");
             }
-            (
-                req,
-                Err(ClientError::Refused {
-                    url: url.to_string(),
-                    code,
-                    message,
-                }),
-            )
+            (req, Err(refused(code, message)))
         }
-        _ => return,
+        _ => return Vec::new(),
     };
     let Some(req) = req.and_then(|r| r.as_u64()) else {
-        return;
+        return Vec::new();
     };
-    if let Some(pos) = pending.iter().position(|p| p.req == req)
-        && let Some(p) = pending.remove(pos)
-    {
+    let Some(pos) = pending.iter().position(|p| p.req == req) else {
+        return Vec::new();
+    };
+    let end = pending
+        .range(pos..)
+        .position(|p| p.req != req)
+        .map_or(pending.len(), |n| pos + n);
+    if end - pos > 1 && result.is_err() {
+        return pending.drain(pos..end).collect();
+    }
+    if let Some(p) = pending.remove(pos) {
         let _ = p.reply.send(result);
     }
+    Vec::new()
 }
 
 /// Fails every pending and queued event with `e` and stops accepting new ones.
@@ -1021,7 +1129,7 @@ impl Subscriber {
         } else {
             Some(Duration::ZERO)
         };
-        let ws = connect_with_retry(
+        let (ws, _) = connect_with_retry(
             &url,
             opts.token.as_deref(),
             timeout,
@@ -1124,7 +1232,7 @@ impl Subscriber {
                 }
                 let outage = *self.outage_start.get_or_insert_with(Instant::now);
                 match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
-                    Ok(ws) => {
+                    Ok((ws, _)) => {
                         self.ws = Some(ws);
                         self.backoff.reset();
                         self.outage_start = None;
@@ -1363,12 +1471,13 @@ mod tests {
                 event: ev.clone(),
             })
             .unwrap();
-            assert_eq!(publish_frame(7, &ev, None), want);
+            assert_eq!(publish_frame(7, &event_json(&ev, None)), want);
             // Raw data is spliced in as it is, and the frame parses back to the event.
             let raw_text = serde_json::to_string(&ev.data).unwrap();
             let raw = RawJson::new(&raw_text).unwrap();
-            assert_eq!(publish_frame(7, &ev, Some(raw)), want);
-            let parsed = ClientFrame::parse(&publish_frame(9, &ev, Some(raw))).unwrap();
+            assert_eq!(publish_frame(7, &event_json(&ev, Some(raw))), want);
+            let parsed =
+                ClientFrame::parse(&publish_frame(9, &event_json(&ev, Some(raw)))).unwrap();
             assert_eq!(
                 parsed,
                 ClientFrame::Publish {
@@ -1378,7 +1487,7 @@ mod tests {
             );
         }
         let spaced = RawJson::new(r#"{"a": [1, 2]}"#).unwrap();
-        let f = publish_frame(1, &NewEvent::new("t"), Some(spaced));
+        let f = publish_frame(1, &event_json(&NewEvent::new("t"), Some(spaced)));
         assert_eq!(
             f,
             r#"{"type":"publish","req":1,"event":{"topic":"t","data":{"a": [1, 2]}}}"#
@@ -1415,12 +1524,12 @@ mod tests {
         let (tx2, mut rx2) = oneshot::channel();
         pending.push_back(Pending {
             req: 1,
-            frame: "x".into(),
+            event: "x".into(),
             reply: tx1,
         });
         pending.push_back(Pending {
             req: 2,
-            frame: "y".into(),
+            event: "y".into(),
             reply: tx2,
         });
         handle_publisher_frame(
@@ -1439,6 +1548,43 @@ mod tests {
             rx2.try_recv().unwrap(),
             Err(ClientError::Refused { code, .. }) if code == "too_large"
         ));
+    }
+
+    #[test]
+    fn batch_acks_reach_every_ticket_of_the_frame() {
+        let mut pending = VecDeque::new();
+        let mut rxs = Vec::new();
+        for (req, event) in [(3, "a"), (3, "b"), (3, "c"), (4, "d"), (4, "e")] {
+            let (tx, rx) = oneshot::channel();
+            pending.push_back(Pending {
+                req,
+                event: event.into(),
+                reply: tx,
+            });
+            rxs.push(rx);
+        }
+        let url = "ws://h/ws";
+        let again = handle_publisher_frame(
+            r#"{"type":"ack","req":3,"ids":[10,null,11],"errors":[{"index":1,"code":"too_large","message":"big"}]}"#,
+            &mut pending,
+            url,
+        );
+        assert!(again.is_empty());
+        assert_eq!(rxs[0].try_recv().unwrap(), Ok(10));
+        assert!(matches!(
+            rxs[1].try_recv().unwrap(),
+            Err(ClientError::Refused { code, message, .. }) if code == "too_large" && message == "big"
+        ));
+        assert_eq!(rxs[2].try_recv().unwrap(), Ok(11));
+        // A batch refused as a whole comes back to be sent one by one.
+        let again = handle_publisher_frame(
+            r#"{"type":"error","code":"bad_request","message":"events[1]: bad","req":4}"#,
+            &mut pending,
+            url,
+        );
+        let events: Vec<_> = again.iter().map(|p| p.event.as_str()).collect();
+        assert_eq!(events, ["d", "e"]);
+        assert!(pending.is_empty());
     }
 
     /// Reads the next `publish` frame from a mock hub connection.

@@ -16,12 +16,19 @@
 //! ← {"type":"event","sub":"s1","event":{"id":43,...}}
 //! ```
 //!
-//! Beyond SPEC, two additions that third-party clients may ignore:
+//! Beyond SPEC, additions that third-party clients may ignore:
 //! - `live` (server): the subscription has replayed everything it asked for and now
 //!   receives live events; `hub-sub --drain` exits on it.
 //! - `types` in `subscribe` (OR-ed event types) and `durable` (a named cursor kept by
 //!   the hub), with the `cursor` frame that moves it:
 //!   `{"type":"cursor","durable":"nightly","id":57}`.
+//! - A batch publish: `{"type":"publish","req":8,"events":[{...},{...}]}`, answered
+//!   by one `{"type":"ack","req":8,"ids":[44,45]}` (ids in the order of the events;
+//!   an event the hub refused has `null` there and an entry in `"errors":[{"index":1,
+//!   "code":"too_large","message":"..."}]`). An invalid event refuses the whole frame
+//!   with one `error` frame and stores nothing, as `POST /publish` does. The hub names
+//!   the largest frame it takes in the `X-Hub-Max-Frame` header of its handshake
+//!   answer; `hub-emit` batches only when it sees it.
 
 use crate::event::{IncomingEvent, NewEvent};
 use serde::{Deserialize, Serialize};
@@ -55,6 +62,14 @@ pub enum ClientFrame<E = NewEvent> {
         req: Option<Value>,
         event: E,
     },
+    /// Several events in one `publish` frame (beyond SPEC; see the module docs).
+    /// Read only by [`ClientFrame::parse`].
+    #[serde(rename = "publish", skip_deserializing)]
+    PublishBatch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<Value>,
+        events: Vec<E>,
+    },
     Cursor {
         durable: String,
         id: u64,
@@ -79,7 +94,7 @@ impl ClientFrame<IncomingEvent> {
                 "sub", "topics", "where", "types", "since", "last", "durable",
             ],
             "unsubscribe" => &["sub"],
-            "publish" => &["req", "event"],
+            "publish" => &["req", "event", "events"],
             "cursor" => &["durable", "id"],
             "ping" => &[],
             other => {
@@ -98,6 +113,7 @@ impl ClientFrame<IncomingEvent> {
             ("durable", f.durable.is_some()),
             ("req", f.req.is_some()),
             ("event", f.event.is_some()),
+            ("events", f.events.is_some()),
             ("id", f.id.is_some()),
         ];
         if let Some((name, _)) = present.iter().find(|(n, p)| *p && !allowed.contains(n)) {
@@ -120,9 +136,16 @@ impl ClientFrame<IncomingEvent> {
             "unsubscribe" => ClientFrame::Unsubscribe {
                 sub: f.sub.ok_or_else(|| missing("sub"))?,
             },
-            "publish" => ClientFrame::Publish {
-                req: f.req,
-                event: f.event.ok_or_else(|| missing("event"))?,
+            "publish" => match (f.event, f.events) {
+                (Some(event), None) => ClientFrame::Publish { req: f.req, event },
+                (None, Some(events)) if !events.is_empty() => {
+                    ClientFrame::PublishBatch { req: f.req, events }
+                }
+                (None, Some(_)) => return Err("`events` in publish is empty".into()),
+                (Some(_), Some(_)) => {
+                    return Err("publish takes `event` or `events`, not both".into());
+                }
+                (None, None) => return Err(missing("event")),
             },
             "cursor" => ClientFrame::Cursor {
                 durable: f.durable.ok_or_else(|| missing("durable"))?,
@@ -149,6 +172,7 @@ struct FlatFrame {
     durable: Option<String>,
     req: Option<Value>,
     event: Option<IncomingEvent>,
+    events: Option<Vec<IncomingEvent>>,
     id: Option<u64>,
 }
 
@@ -207,6 +231,101 @@ pub fn event_frame(sub_json: &str, event_json: &str) -> String {
     s.push_str(event_json);
     s.push('}');
     s
+}
+
+/// The header of the hub's handshake answer naming the largest frame it takes:
+/// a client that sees it may send batch `publish` frames up to that size.
+pub const MAX_FRAME_HEADER: &str = "x-hub-max-frame";
+
+/// One event's outcome in a batch publish: its id, or why it was refused.
+pub type BatchOutcome = Result<u64, (ErrorCode, String)>;
+
+/// The answer to a batch `publish`: `{"type":"ack","req":R,"ids":[...]}`, with
+/// `null` ids and an `errors` list for refused events.
+pub fn batch_ack_frame(req: &Option<Value>, outcomes: &[BatchOutcome]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(32 + outcomes.len() * 8);
+    s.push_str(r#"{"type":"ack""#);
+    if let Some(r) = req {
+        s.push_str(r#","req":"#);
+        s.push_str(&serde_json::to_string(r).expect("a JSON value serializes"));
+    }
+    s.push_str(r#","ids":["#);
+    for (i, o) in outcomes.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        match o {
+            Ok(id) => write!(s, "{id}").expect("writing to a String"),
+            Err(_) => s.push_str("null"),
+        }
+    }
+    s.push(']');
+    if outcomes.iter().any(Result::is_err) {
+        let errors: Vec<Value> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, o)| {
+                let (code, message) = o.as_ref().err()?;
+                Some(serde_json::json!({"index": index, "code": code.as_str(), "message": message}))
+            })
+            .collect();
+        s.push_str(r#","errors":"#);
+        s.push_str(&serde_json::to_string(&errors).expect("JSON serializes"));
+    }
+    s.push('}');
+    s
+}
+
+/// A batch `ack` as a client reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BatchAck {
+    pub req: u64,
+    pub ids: Vec<Option<u64>>,
+    #[serde(default)]
+    pub errors: Vec<BatchRefusal>,
+}
+
+/// One refused event of a batch `ack`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BatchRefusal {
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+}
+
+/// Reads a batch `ack` (one with `ids`); `None` for any other frame. All ids
+/// present (the common case) is read without a JSON parser.
+pub fn parse_batch_ack(text: &str) -> Option<BatchAck> {
+    let fast = || {
+        let rest = text.strip_prefix(r#"{"type":"ack","req":"#)?;
+        let (req, rest) = rest.split_once(',')?;
+        let list = rest.strip_prefix(r#""ids":["#)?.strip_suffix("]}")?;
+        let ids = list
+            .split(',')
+            .map(|n| n.parse().ok().map(Some))
+            .collect::<Option<Vec<_>>>()?;
+        Some(BatchAck {
+            req: req.parse().ok()?,
+            ids,
+            errors: Vec::new(),
+        })
+    };
+    if let Some(a) = fast() {
+        return Some(a);
+    }
+    if !text.contains(r#""ids""#) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(flatten)]
+        ack: BatchAck,
+    }
+    let t: Tagged = serde_json::from_str(text).ok()?;
+    (t.kind == "ack").then_some(t.ack)
 }
 
 /// Reads an `ack` frame with a numeric `req` as the hub writes it
@@ -351,6 +470,7 @@ mod tests {
                 ClientFrame::Unsubscribe { sub } => ClientFrame::Unsubscribe { sub },
                 ClientFrame::Cursor { durable, id } => ClientFrame::Cursor { durable, id },
                 ClientFrame::Ping => ClientFrame::Ping,
+                ClientFrame::PublishBatch { .. } => unreachable!("never deserialized"),
             };
             assert_eq!(a, b, "{text}");
         }
@@ -437,6 +557,63 @@ mod tests {
         assert_eq!(parse_ack(r#"{"type":"ack","req":"a","id":1}"#), None);
         assert_eq!(parse_ack(r#"{"type":"ack","id":1}"#), None);
         assert_eq!(parse_ack(r#"{"type":"pong"}"#), None);
+    }
+
+    #[test]
+    fn batch_publish_parses_and_round_trips() {
+        let frame: ClientFrame = ClientFrame::PublishBatch {
+            req: Some(json!(8)),
+            events: vec![NewEvent::new("a"), NewEvent::new("b")],
+        };
+        let text = serde_json::to_string(&frame).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"publish","req":8,"events":[{"topic":"a""#),
+            "{text}"
+        );
+        match ClientFrame::parse(&text).unwrap() {
+            ClientFrame::PublishBatch { req, events } => {
+                assert_eq!(req, Some(json!(8)));
+                let topics: Vec<_> = events.iter().map(|e| e.topic.as_str()).collect();
+                assert_eq!(topics, ["a", "b"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (bad, says) in [
+            (r#"{"type":"publish","events":[]}"#, "empty"),
+            (
+                r#"{"type":"publish","event":{"topic":"a"},"events":[{"topic":"b"}]}"#,
+                "not both",
+            ),
+            (r#"{"type":"publish","events":[{"topic":"a","x":1}]}"#, "x"),
+            (r#"{"type":"ping","events":[]}"#, "`events` in ping"),
+        ] {
+            let e = ClientFrame::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn batch_ack_round_trips() {
+        let all = [Ok(44), Ok(45)];
+        let text = batch_ack_frame(&Some(json!(8)), &all);
+        assert_eq!(text, r#"{"type":"ack","req":8,"ids":[44,45]}"#);
+        let a = parse_batch_ack(&text).unwrap();
+        assert_eq!((a.req, a.ids), (8, vec![Some(44), Some(45)]));
+        let some = [
+            Ok(46),
+            Err((ErrorCode::TooLarge, "event of 70000 bytes".to_string())),
+        ];
+        let text = batch_ack_frame(&Some(json!(9)), &some);
+        let a = parse_batch_ack(&text).unwrap();
+        assert_eq!(a.ids, vec![Some(46), None]);
+        assert_eq!(a.errors.len(), 1);
+        assert_eq!(
+            (a.errors[0].index, a.errors[0].code.as_str()),
+            (1, "too_large")
+        );
+        assert_eq!(parse_batch_ack(r#"{"type":"ack","req":7,"id":43}"#), None);
+        assert_eq!(parse_batch_ack(r#"{"type":"pong"}"#), None);
+        assert_eq!(parse_ack(r#"{"type":"ack","req":8,"ids":[44,45]}"#), None);
     }
 
     #[test]

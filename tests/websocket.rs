@@ -359,3 +359,95 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     assert!(start.elapsed() < Duration::from_secs(5));
     let _ = Got::Closed(None);
 }
+
+/// Beyond SPEC: several events in one `publish` frame, one `ack` with their ids; the
+/// hub names its frame limit in the handshake so clients know how much fits.
+#[tokio::test]
+async fn batch_publish_frames() {
+    let hub = Hub::start(&["--max-event-bytes", "1KiB"]);
+    let url = format!("{}/ws", hub.ws_url());
+    let (ws, response) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(
+        response.headers()["x-hub-max-frame"].to_str().unwrap(),
+        (1024 + 4096).to_string()
+    );
+    let mut c = Client { ws };
+    let mut s = Client::connect(&format!("{url}?topic=b:*")).await;
+    assert_eq!(s.frame().await["type"], "subscribed");
+
+    c.send(json!({"type":"publish","req":1,"events":[
+        {"topic":"b:1","data":{"n":1}},
+        {"topic":"b:2","type":"progress","data":{"percent":5}},
+        {"topic":"b:3","key":"k"},
+        {"topic":"b:4","key":"k"},
+    ]}))
+    .await;
+    // The repeated key is stored once and answered with the first id.
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"ack","req":1,"ids":[1,2,3,3]})
+    );
+    for (id, topic) in [(1, "b:1"), (2, "b:2"), (3, "b:3")] {
+        let f = s.frame_skip_live().await;
+        assert_eq!(
+            (f["event"]["id"].as_u64(), f["event"]["topic"].as_str()),
+            (Some(id), Some(topic))
+        );
+    }
+
+    // One invalid event refuses the whole frame: nothing of it is stored.
+    c.send(json!({"type":"publish","req":2,"events":[
+        {"topic":"b:5"},
+        {"topic":"bad topic"},
+    ]}))
+    .await;
+    let f = c.frame().await;
+    assert_eq!(
+        (f["type"].as_str(), f["req"].as_u64()),
+        (Some("error"), Some(2))
+    );
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains("events[1]") && msg.contains("nothing"),
+        "{msg}"
+    );
+
+    // An event the log refuses (too large once encoded) is refused alone.
+    let big = "x".repeat(1000);
+    c.send(json!({"type":"publish","req":3,"events":[
+        {"topic":"b:6"},
+        {"topic":"b:7","data":{"big":big}},
+    ]}))
+    .await;
+    let f = c.frame().await;
+    assert_eq!(f["ids"], json!([4, null]), "{f}");
+    assert_eq!(f["errors"][0]["index"], 1);
+    assert_eq!(f["errors"][0]["code"], "too_large");
+    let f = s.frame_skip_live().await;
+    assert_eq!(
+        (f["event"]["id"].as_u64(), f["event"]["topic"].as_str()),
+        (Some(4), Some("b:6"))
+    );
+
+    for (bad, says) in [
+        (json!({"type":"publish","req":4,"events":[]}), "empty"),
+        (
+            json!({"type":"publish","req":5,"event":{"topic":"a"},"events":[{"topic":"a"}]}),
+            "not both",
+        ),
+    ] {
+        c.send(bad).await;
+        let f = c.frame().await;
+        assert_eq!(f["type"], "error");
+        assert!(f["message"].as_str().unwrap().contains(says), "{f}");
+    }
+    let status = common::http()
+        .get(&format!("{}/status", hub.http_url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["last_id"], 4);
+}

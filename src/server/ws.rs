@@ -14,7 +14,10 @@ use super::{AppState, error_response};
 use crate::broker::SubscribeSpec;
 use crate::broker::subscription::{Delivery, Subscription};
 use crate::event::{EventError, IncomingEvent};
-use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close, event_frame};
+use crate::protocol::{
+    BatchOutcome, ClientFrame, ErrorCode, MAX_FRAME_HEADER, ServerFrame, batch_ack_frame, close,
+    event_frame,
+};
 use axum::Extension;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -95,7 +98,8 @@ pub async fn upgrade(
     };
     let initial = parsed.ok().filter(|q| q.any).map(|q| q.spec);
     let limit = app.cfg.max_event_bytes + 4096;
-    ws.max_message_size(limit)
+    let mut response = ws
+        .max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -107,7 +111,12 @@ pub async fn upgrade(
                 let _guard = guard;
                 connection(app, socket, refusal, initial).await;
             })
-        })
+        });
+    // Tells a client how large a batch `publish` frame may be.
+    response
+        .headers_mut()
+        .insert(MAX_FRAME_HEADER, axum::http::HeaderValue::from(limit));
+    response
 }
 
 /// Counts a connection until it ends.
@@ -270,8 +279,11 @@ async fn finish(
     }
 }
 
-/// A `publish` frame waiting for its batch: its `req` and its event.
-type Pipelined = (Option<Value>, IncomingEvent);
+/// A `publish` frame waiting for its batch: its `req` and its event(s).
+enum Pipelined {
+    One(Option<Value>, IncomingEvent),
+    Many(Option<Value>, Vec<IncomingEvent>),
+}
 
 struct Conn {
     app: AppState,
@@ -330,14 +342,20 @@ impl Conn {
                         .await;
                     return;
                 }
-                let (tx, _) = self.publish.get_or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-                    (
-                        tx,
-                        tokio::spawn(publisher(self.app.clone(), rx, self.out.clone())),
-                    )
-                });
-                let _ = tx.send(Box::new((req, event))).await;
+                self.pipeline(Pipelined::One(req, event)).await;
+            }
+            ClientFrame::PublishBatch { req, events } => {
+                // As POST /publish: one invalid event refuses the frame, nothing stored.
+                let invalid = events
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, e)| e.validate().err().map(|e| (i, e)));
+                if let Some((i, e)) = invalid {
+                    let msg = format!("events[{i}]: {e}; nothing of this frame was stored");
+                    self.error(ErrorCode::BadRequest, msg, req, None).await;
+                    return;
+                }
+                self.pipeline(Pipelined::Many(req, events)).await;
             }
             ClientFrame::Subscribe {
                 sub,
@@ -372,6 +390,18 @@ impl Conn {
             },
             ClientFrame::Cursor { durable, id } => self.app.broker.set_cursor(&durable, id),
         }
+    }
+
+    /// Queues a publish for the connection's publisher task (started on first use).
+    async fn pipeline(&mut self, p: Pipelined) {
+        let (tx, _) = self.publish.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+            (
+                tx,
+                tokio::spawn(publisher(self.app.clone(), rx, self.out.clone())),
+            )
+        });
+        let _ = tx.send(Box::new(p)).await;
     }
 
     async fn subscribe(&mut self, name: String, spec: SubscribeSpec) {
@@ -457,35 +487,61 @@ async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Out>) {
     }
 }
 
+/// The error code of an event the log refused.
+fn refusal_code(e: &EventError) -> ErrorCode {
+    if matches!(e, EventError::TooLarge { .. }) {
+        ErrorCode::TooLarge
+    } else {
+        ErrorCode::BadRequest
+    }
+}
+
 /// Turns queued `publish` frames into batched appends and answers in order.
 async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: mpsc::Sender<Out>) {
     let mut queued = Vec::with_capacity(1024);
     while rx.recv_many(&mut queued, 1024).await > 0 {
-        let (replies, batch): (Vec<Option<Value>>, Vec<IncomingEvent>) =
-            queued.drain(..).map(|b| *b).unzip();
-        let result = app.broker.publish(batch).await;
-        let frames: Vec<String> = match result {
-            Ok(outcomes) => replies
-                .into_iter()
-                .zip(outcomes)
-                .map(|(req, o)| match o {
-                    Ok(id) => ServerFrame::Ack { req, id }.encode(),
-                    Err(e) => {
-                        let code = if matches!(e, EventError::TooLarge { .. }) {
-                            ErrorCode::TooLarge
-                        } else {
-                            ErrorCode::BadRequest
-                        };
-                        ServerFrame::Error {
-                            code: code.as_str().into(),
-                            message: e.to_string(),
-                            req,
-                            sub: None,
+        // Each frame's req, and how many events it holds (None: a single `event`).
+        let mut replies: Vec<(Option<Value>, Option<usize>)> = Vec::with_capacity(queued.len());
+        let mut batch: Vec<IncomingEvent> = Vec::with_capacity(queued.len());
+        for p in queued.drain(..) {
+            match *p {
+                Pipelined::One(req, ev) => {
+                    replies.push((req, None));
+                    batch.push(ev);
+                }
+                Pipelined::Many(req, evs) => {
+                    replies.push((req, Some(evs.len())));
+                    batch.extend(evs);
+                }
+            }
+        }
+        let frames: Vec<String> = match app.broker.publish(batch).await {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                replies
+                    .into_iter()
+                    .map(|(req, many)| match many {
+                        None => match outcomes.next().expect("one outcome per event") {
+                            Ok(id) => ServerFrame::Ack { req, id }.encode(),
+                            Err(e) => ServerFrame::Error {
+                                code: refusal_code(&e).as_str().into(),
+                                message: e.to_string(),
+                                req,
+                                sub: None,
+                            }
+                            .encode(),
+                        },
+                        Some(n) => {
+                            let results: Vec<BatchOutcome> = outcomes
+                                .by_ref()
+                                .take(n)
+                                .map(|o| o.map_err(|e| (refusal_code(&e), e.to_string())))
+                                .collect();
+                            batch_ack_frame(&req, &results)
                         }
-                        .encode()
-                    }
-                })
-                .collect(),
+                    })
+                    .collect()
+            }
             Err(e) => {
                 let (code, msg) = match e {
                     crate::broker::BrokerError::ShuttingDown => (
@@ -496,7 +552,7 @@ async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: m
                 };
                 replies
                     .into_iter()
-                    .map(|req| {
+                    .map(|(req, _)| {
                         ServerFrame::Error {
                             code: code.as_str().into(),
                             message: msg.clone(),
