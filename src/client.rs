@@ -1105,6 +1105,14 @@ pub struct Subscriber {
     outage_start: Option<Instant>,
     /// `{"type":"event","sub":"s1","event":`: event frames are sliced, not re-encoded.
     event_prefix: String,
+    /// The same for `events` frames.
+    events_prefix: String,
+    /// Whether the hub sends `events` frames (it named its frame limit).
+    batches: bool,
+    /// Events of an `events` frame not handed out yet.
+    queued: VecDeque<Received>,
+    /// The newest event received (handed out or queued): resume after it.
+    seen_id: Option<u64>,
 }
 
 /// The subscription name this client uses on its connection.
@@ -1129,7 +1137,7 @@ impl Subscriber {
         } else {
             Some(Duration::ZERO)
         };
-        let (ws, _) = connect_with_retry(
+        let (ws, max_frame) = connect_with_retry(
             &url,
             opts.token.as_deref(),
             timeout,
@@ -1155,6 +1163,10 @@ impl Subscriber {
             sleep: None,
             outage_start: None,
             event_prefix: format!(r#"{{"type":"event","sub":"{SUB}","event":"#),
+            events_prefix: crate::protocol::events_frame_prefix(&format!("\"{SUB}\"")),
+            batches: max_frame.is_some(),
+            queued: VecDeque::new(),
+            seen_id: None,
         };
         if let Err(e) = s.send_subscribe().await {
             // Let next() find the drop and reconnect (or report it).
@@ -1181,7 +1193,7 @@ impl Subscriber {
 
     /// The subscribe frame for this (re)connect.
     fn subscribe_frame(&self) -> ClientFrame {
-        let (since, last, durable) = match self.last_id {
+        let (since, last, durable) = match self.seen_id {
             // Resume after what was handed out. The durable cursor in the hub may lag
             // behind it, so it is not used again.
             Some(id) => (Some(id), None, None),
@@ -1203,6 +1215,7 @@ impl Subscriber {
             since,
             last,
             durable,
+            batch: self.batches,
         }
     }
 
@@ -1225,6 +1238,9 @@ impl Subscriber {
     /// subscription), [`ClientError::Unreachable`] when an outage outlasts the
     /// timeout, [`ClientError::Disconnected`] on a drop without `reconnect`.
     pub async fn next(&mut self) -> Result<SubEvent, ClientError> {
+        if let Some(e) = self.take_queued() {
+            return Ok(e);
+        }
         loop {
             if self.ws.is_none() {
                 if let Some(d) = self.sleep.take() {
@@ -1232,8 +1248,9 @@ impl Subscriber {
                 }
                 let outage = *self.outage_start.get_or_insert_with(Instant::now);
                 match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
-                    Ok((ws, _)) => {
+                    Ok((ws, max_frame)) => {
                         self.ws = Some(ws);
+                        self.batches = max_frame.is_some();
                         self.backoff.reset();
                         self.outage_start = None;
                         if let Err(e) = self.send_subscribe().await {
@@ -1270,6 +1287,9 @@ impl Subscriber {
     /// The next thing that is already received, without waiting: `None` when
     /// nothing is pending (time to flush output).
     pub fn next_ready(&mut self) -> Option<Result<SubEvent, ClientError>> {
+        if let Some(e) = self.take_queued() {
+            return Some(Ok(e));
+        }
         loop {
             let msg = self.ws.as_mut()?.next().now_or_never()?;
             if let Some(r) = self.handle(msg) {
@@ -1328,6 +1348,12 @@ impl Subscriber {
             let range = self.event_prefix.len()..text.len() - 1;
             return self.event(Received::new(text, range));
         }
+        if let Some(ranges) = crate::protocol::split_events_frame(&text, &self.events_prefix) {
+            for range in ranges {
+                self.queue(Received::new(text.clone(), range));
+            }
+            return self.take_queued().map(Ok);
+        }
         let frame = match serde_json::from_str::<ServerFrame>(&text) {
             Ok(f) => f,
             Err(_) => {
@@ -1351,6 +1377,14 @@ impl Subscriber {
                 let range = 0..json.len();
                 self.event(Received::new(json, range))
             }
+            ServerFrame::Events { events, .. } => {
+                for event in events {
+                    let json = Utf8Bytes::from(event.to_string());
+                    let range = 0..json.len();
+                    self.queue(Received::new(json, range));
+                }
+                self.take_queued().map(Ok)
+            }
             ServerFrame::Error {
                 code, message, req, ..
             } => {
@@ -1367,23 +1401,36 @@ impl Subscriber {
         }
     }
 
-    /// Hands out an event unless it was handed out before.
+    /// Hands out an event unless it was received before.
     fn event(
         &mut self,
         received: Result<Received, String>,
     ) -> Option<Result<SubEvent, ClientError>> {
+        self.queue(received);
+        self.take_queued().map(Ok)
+    }
+
+    /// Queues an event to hand out unless it was received before.
+    fn queue(&mut self, received: Result<Received, String>) {
         let event = match received {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("ignoring an event the client cannot read: {e}");
-                return None;
+                return;
             }
         };
-        if self.last_id.is_some_and(|last| event.id <= last) {
-            return None;
+        if self.seen_id.is_some_and(|seen| event.id <= seen) {
+            return;
         }
+        self.seen_id = Some(event.id);
+        self.queued.push_back(event);
+    }
+
+    /// The next queued event, now handed out.
+    fn take_queued(&mut self) -> Option<SubEvent> {
+        let event = self.queued.pop_front()?;
         self.last_id = Some(event.id);
-        Some(Ok(SubEvent::Event(event)))
+        Some(SubEvent::Event(event))
     }
 
     /// The connection is gone: plan a reconnect, or fail without `reconnect`.

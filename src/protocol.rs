@@ -2,7 +2,8 @@
 //! `type` discriminator. Pure serde; the sockets live in `server::ws` and `client`.
 //!
 //! Client → server: `subscribe`, `unsubscribe`, `publish`, `cursor`, `ping`.
-//! Server → client: `subscribed`, `event`, `live`, `ack`, `gap`, `pong`, `error`.
+//! Server → client: `subscribed`, `event`, `events`, `live`, `ack`, `gap`, `pong`,
+//! `error`.
 //!
 //! One exchange:
 //! ```text
@@ -29,6 +30,9 @@
 //!   with one `error` frame and stores nothing, as `POST /publish` does. The hub names
 //!   the largest frame it takes in the `X-Hub-Max-Frame` header of its handshake
 //!   answer; `hub-emit` batches only when it sees it.
+//! - `"batch":true` in `subscribe`: events that are ready together may come in one
+//!   `{"type":"events","sub":"s1","events":[...]}` frame (see [`events_frame`]);
+//!   `hub-sub` asks for it when the hub sends `X-Hub-Max-Frame`.
 
 use crate::event::{IncomingEvent, NewEvent};
 use serde::{Deserialize, Serialize};
@@ -53,6 +57,10 @@ pub enum ClientFrame<E = NewEvent> {
         last: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         durable: Option<String>,
+        /// Beyond SPEC: events that are ready together may come in one `events`
+        /// frame (see [`events_frame`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     Unsubscribe {
         sub: String,
@@ -91,7 +99,7 @@ impl ClientFrame<IncomingEvent> {
         let kind = f.kind.as_str();
         let allowed: &[&str] = match kind {
             "subscribe" => &[
-                "sub", "topics", "where", "types", "since", "last", "durable",
+                "sub", "topics", "where", "types", "since", "last", "durable", "batch",
             ],
             "unsubscribe" => &["sub"],
             "publish" => &["req", "event", "events"],
@@ -111,6 +119,7 @@ impl ClientFrame<IncomingEvent> {
             ("since", f.since.is_some()),
             ("last", f.last.is_some()),
             ("durable", f.durable.is_some()),
+            ("batch", f.batch.is_some()),
             ("req", f.req.is_some()),
             ("event", f.event.is_some()),
             ("events", f.events.is_some()),
@@ -132,6 +141,7 @@ impl ClientFrame<IncomingEvent> {
                 since: f.since,
                 last: f.last,
                 durable: f.durable,
+                batch: f.batch.unwrap_or(false),
             },
             "unsubscribe" => ClientFrame::Unsubscribe {
                 sub: f.sub.ok_or_else(|| missing("sub"))?,
@@ -170,6 +180,7 @@ struct FlatFrame {
     since: Option<u64>,
     last: Option<u64>,
     durable: Option<String>,
+    batch: Option<bool>,
     req: Option<Value>,
     event: Option<IncomingEvent>,
     events: Option<Vec<IncomingEvent>>,
@@ -188,6 +199,11 @@ pub enum ServerFrame {
     Event {
         sub: String,
         event: Value,
+    },
+    /// Beyond SPEC: several events of a `"batch":true` subscription.
+    Events {
+        sub: String,
+        events: Vec<Value>,
     },
     Live {
         sub: String,
@@ -231,6 +247,55 @@ pub fn event_frame(sub_json: &str, event_json: &str) -> String {
     s.push_str(event_json);
     s.push('}');
     s
+}
+
+/// The start of an `events` frame up to its first event; see [`events_frame`].
+pub fn events_frame_prefix(sub_json: &str) -> String {
+    format!("{{\"type\":\"events\",\"sub\":{sub_json},\"events\":[\n")
+}
+
+/// Beyond SPEC, for a subscription made with `"batch":true`: several events in one
+/// frame, `{"type":"events","sub":SUB,"events":[EVENT,EVENT]}`, from the events'
+/// shared encodings. Each event starts a line of its own (compact JSON has no raw
+/// newline), so a client can slice the events out without a JSON parser:
+/// ```text
+/// {"type":"events","sub":"s1","events":[
+/// {"id":1,...},
+/// {"id":2,...}
+/// ]}
+/// ```
+pub fn events_frame<'a>(
+    prefix: &str,
+    events: impl Iterator<Item = &'a str>,
+    size: usize,
+) -> String {
+    let mut s = String::with_capacity(prefix.len() + size + 4);
+    s.push_str(prefix);
+    for (i, e) in events.enumerate() {
+        if i > 0 {
+            s.push_str(",\n");
+        }
+        s.push_str(e);
+    }
+    s.push_str("\n]}");
+    s
+}
+
+/// The events of an `events` frame that starts with `prefix` (the hub's layout, see
+/// [`events_frame`]), as byte ranges of `text`; `None` for any other frame.
+pub fn split_events_frame(text: &str, prefix: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let body = text.strip_prefix(prefix)?.strip_suffix("\n]}")?;
+    let mut at = prefix.len();
+    let mut out = Vec::new();
+    for line in body.split('\n') {
+        let json = line.strip_suffix(',').unwrap_or(line);
+        if !(json.starts_with('{') && json.ends_with('}')) {
+            return None;
+        }
+        out.push(at..at + json.len());
+        at += line.len() + 1;
+    }
+    Some(out)
 }
 
 /// The header of the hub's handshake answer naming the largest frame it takes:
@@ -458,6 +523,7 @@ mod tests {
                     since,
                     last,
                     durable,
+                    batch,
                 } => ClientFrame::Subscribe {
                     sub,
                     topics,
@@ -466,6 +532,7 @@ mod tests {
                     since,
                     last,
                     durable,
+                    batch,
                 },
                 ClientFrame::Unsubscribe { sub } => ClientFrame::Unsubscribe { sub },
                 ClientFrame::Cursor { durable, id } => ClientFrame::Cursor { durable, id },
@@ -590,6 +657,31 @@ mod tests {
             let e = ClientFrame::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn events_frames_split_back_into_events() {
+        let prefix = events_frame_prefix("\"s1\"");
+        let evs = [
+            r#"{"id":1,"data":{"a":"x,\ny"}}"#,
+            r#"{"id":2}"#,
+            r#"{"id":3}"#,
+        ];
+        let text = events_frame(&prefix, evs.iter().copied(), 64);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "events");
+        assert_eq!(v["events"][2]["id"], 3);
+        let ranges = split_events_frame(&text, &prefix).unwrap();
+        let got: Vec<&str> = ranges.into_iter().map(|r| &text[r]).collect();
+        assert_eq!(got, evs);
+        assert_eq!(
+            split_events_frame(r#"{"type":"event","sub":"s1","event":{}}"#, &prefix),
+            None
+        );
+        assert_eq!(
+            split_events_frame(&format!("{prefix}1,\n2\n]}}"), &prefix),
+            None
+        );
     }
 
     #[test]

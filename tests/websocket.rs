@@ -6,6 +6,7 @@ mod common;
 
 use common::Hub;
 use common::ws::{Client, Got};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -450,4 +451,45 @@ async fn batch_publish_frames() {
         .unwrap();
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["last_id"], 4);
+}
+
+/// Beyond SPEC: a `"batch":true` subscription gets the events that are ready
+/// together in `events` frames, one event per line, all in order.
+#[tokio::test]
+async fn batch_subscriptions_get_events_frames() {
+    let hub = Hub::start(&[]);
+    publish_http(&hub, &many("b:old", 300));
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    c.send(json!({"type":"subscribe","sub":"s","topics":["b:*"],"since":0,"batch":true}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    publish_http(&hub, &many("b:new", 300));
+    let mut ids = Vec::new();
+    let mut frames = 0;
+    let mut batched = false;
+    while ids.len() < 600 {
+        let t = match tokio::time::timeout(Duration::from_secs(10), c.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            other => panic!("no frame: {other:?}"),
+        };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        match f["type"].as_str().unwrap() {
+            "event" => ids.push(f["event"]["id"].as_u64().unwrap()),
+            "events" => {
+                batched = true;
+                assert!(
+                    t.as_str()
+                        .starts_with("{\"type\":\"events\",\"sub\":\"s\",\"events\":[\n{")
+                );
+                for e in f["events"].as_array().unwrap() {
+                    ids.push(e["id"].as_u64().unwrap());
+                }
+            }
+            "live" => continue,
+            other => panic!("unexpected {other}: {f}"),
+        }
+        frames += 1;
+    }
+    assert_eq!(ids, (1..=600).collect::<Vec<u64>>());
+    assert!(batched && frames < 600, "{frames} frames for 600 events");
 }

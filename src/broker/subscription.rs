@@ -133,6 +133,29 @@ impl Subscription {
         }
     }
 
+    /// The next delivery if it is an event that is ready now, without waiting or
+    /// reading the log; `None` otherwise (call [`next`](Subscription::next)).
+    pub fn try_next_event(&mut self) -> Option<Arc<StoredEvent>> {
+        match self.pending.front() {
+            Some(Delivery::Event(_)) => match self.pending.pop_front() {
+                Some(Delivery::Event(ev)) => return Some(ev),
+                _ => unreachable!("front was an event"),
+            },
+            Some(_) => return None,
+            None => {}
+        }
+        if self.mode != Mode::Live {
+            return None;
+        }
+        while let Ok(ev) = self.rx.try_recv() {
+            if ev.id() > self.cursor {
+                self.cursor = ev.id();
+                return Some(ev);
+            }
+        }
+        None
+    }
+
     /// Reads one batch from the log into `pending`, or switches to live when there is
     /// nothing left to read.
     fn catch_up_step(&mut self) -> std::io::Result<()> {

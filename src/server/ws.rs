@@ -190,7 +190,7 @@ async fn connection(
         publish: None,
     };
     if let Some(spec) = initial {
-        Box::pin(conn.subscribe("q".into(), spec)).await;
+        Box::pin(conn.subscribe("q".into(), spec, false)).await;
     }
     let idle = app.cfg.idle_timeout;
     // One timer per connection: each ping tick also checks for idleness, so a
@@ -365,6 +365,7 @@ impl Conn {
                 since,
                 last,
                 durable,
+                batch,
             } => {
                 let spec = SubscribeSpec {
                     topics,
@@ -374,7 +375,7 @@ impl Conn {
                     last,
                     durable,
                 };
-                self.subscribe(sub, spec).await;
+                self.subscribe(sub, spec, batch).await;
             }
             ClientFrame::Unsubscribe { sub } => match self.subs.remove(&sub) {
                 Some(h) => h.abort(),
@@ -404,7 +405,7 @@ impl Conn {
         let _ = tx.send(Box::new(p)).await;
     }
 
-    async fn subscribe(&mut self, name: String, spec: SubscribeSpec) {
+    async fn subscribe(&mut self, name: String, spec: SubscribeSpec, batch: bool) {
         self.subs.retain(|_, h| !h.is_finished());
         if self.subs.contains_key(&name) {
             let msg = format!(
@@ -450,16 +451,46 @@ impl Conn {
         })
         .await;
         let out = self.out.clone();
-        let handle = tokio::spawn(deliver(sub, name.clone(), out));
+        let handle = tokio::spawn(deliver(sub, name.clone(), out, batch));
         self.subs.insert(name, handle);
     }
 }
 
-/// Moves one subscription's deliveries into the connection's queue.
-async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Out>) {
+/// Most events in one `events` frame.
+const BATCH_EVENTS: usize = 256;
+/// An `events` frame is closed once it holds this many bytes.
+const BATCH_BYTES: usize = 32 << 10;
+
+/// Moves one subscription's deliveries into the connection's queue. With `batch`,
+/// events that are ready together go out as one `events` frame.
+async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Out>, batch: bool) {
     let name_json = serde_json::to_string(&name).expect("a string serializes");
+    let prefix = if batch {
+        crate::protocol::events_frame_prefix(&name_json)
+    } else {
+        String::new()
+    };
+    let mut ready = Vec::new();
     loop {
         let msg = match sub.next().await {
+            Ok(Delivery::Event(ev)) if batch => {
+                let mut size = ev.json.len();
+                ready.push(ev);
+                while ready.len() < BATCH_EVENTS && size < BATCH_BYTES {
+                    let Some(ev) = sub.try_next_event() else {
+                        break;
+                    };
+                    size += ev.json.len() + 2;
+                    ready.push(ev);
+                }
+                let msg = if ready.len() == 1 {
+                    event_frame(&name_json, &ready[0].json)
+                } else {
+                    crate::protocol::events_frame(&prefix, ready.iter().map(|e| &*e.json), size)
+                };
+                ready.clear();
+                msg
+            }
             Ok(Delivery::Event(ev)) => event_frame(&name_json, &ev.json),
             Ok(Delivery::Gap { from, to }) => ServerFrame::Gap {
                 sub: name.clone(),
