@@ -215,33 +215,50 @@ impl Head<'_> {
     /// The event's compact JSON with `data` (already compact JSON text) spliced in,
     /// and where `data` sits in it.
     fn encode(&self, data: &str) -> (String, (u32, u32)) {
-        fn put_str(out: &mut Vec<u8>, s: &str) {
-            serde_json::to_writer(&mut *out, s).expect("a string serializes");
+        /// A JSON string: copied between quotes when nothing in it needs escaping
+        /// (topics and types never do), else through serde_json.
+        fn put_str(out: &mut String, s: &str) {
+            if s.bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+            {
+                out.push('"');
+                out.push_str(s);
+                out.push('"');
+            } else {
+                out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+            }
         }
-        let mut out = Vec::with_capacity(80 + self.topic.len() + self.kind.len() + data.len());
-        out.extend_from_slice(b"{\"id\":");
-        out.extend_from_slice(self.id.to_string().as_bytes());
-        out.extend_from_slice(b",\"ts\":");
+        let opt = |o: Option<&str>| o.map_or(0, |s| s.len() + 12);
+        let mut out = String::with_capacity(
+            64 + self.ts.len()
+                + self.topic.len()
+                + self.kind.len()
+                + opt(self.source)
+                + opt(self.key)
+                + data.len(),
+        );
+        out.push_str("{\"id\":");
+        out.push_str(itoa::Buffer::new().format(self.id));
+        out.push_str(",\"ts\":");
         put_str(&mut out, self.ts);
-        out.extend_from_slice(b",\"topic\":");
+        out.push_str(",\"topic\":");
         put_str(&mut out, self.topic);
-        out.extend_from_slice(b",\"type\":");
+        out.push_str(",\"type\":");
         put_str(&mut out, self.kind);
         if let Some(src) = self.source {
-            out.extend_from_slice(b",\"source\":");
+            out.push_str(",\"source\":");
             put_str(&mut out, src);
         }
         if let Some(key) = self.key {
-            out.extend_from_slice(b",\"key\":");
+            out.push_str(",\"key\":");
             put_str(&mut out, key);
         }
-        out.extend_from_slice(b",\"data\":");
+        out.push_str(",\"data\":");
         let start = out.len() as u32;
-        out.extend_from_slice(data.as_bytes());
+        out.push_str(data);
         let end = out.len() as u32;
-        out.push(b'}');
-        let json = String::from_utf8(out).expect("JSON output is UTF-8");
-        (json, (start, end))
+        out.push('}');
+        (out, (start, end))
     }
 }
 
@@ -516,7 +533,8 @@ pub struct StoredEvent {
     pub kind: Box<str>,
     pub source: Option<Box<str>>,
     pub key: Option<Box<str>>,
-    pub json: Box<str>,
+    /// Kept as the `String` it was built in (a `Box<str>` would cost a copy).
+    pub json: String,
     /// Where `data` sits in `json`.
     data_at: (u32, u32),
     data: OnceLock<Value>,
@@ -595,7 +613,6 @@ impl StoredEvent {
             key: inc.key.as_deref(),
         };
         let (json, (start, end)) = head.encode(&data);
-        let json = json.into_boxed_str();
         let kind = kind.into();
         StoredEvent {
             id,
@@ -758,7 +775,7 @@ mod tests {
             s.json
                 .contains(r#".123Z","topic":"task:x","type":"message","data":{"percent":50}}"#)
         );
-        assert_eq!(s.json.as_ref(), ev.encode());
+        assert_eq!(s.json, ev.encode());
         let back = StoredEvent::decode(&s.json).unwrap();
         assert_eq!(back.to_event(), ev);
         assert_eq!(back.data_json(), r#"{"percent":50}"#);
@@ -798,6 +815,6 @@ mod tests {
         ev.data = json!({"z": [1, 2.5, null, "x\"y"], "a": {"b": true}});
         ev.id = u64::MAX;
         assert_eq!(ev.encode(), serde_json::to_string(&ev).unwrap());
-        assert_eq!(StoredEvent::new(ev.clone()).json.as_ref(), ev.encode());
+        assert_eq!(StoredEvent::new(ev.clone()).json, ev.encode());
     }
 }

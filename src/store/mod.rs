@@ -136,13 +136,21 @@ struct Inner {
 
 /// The last [`DEDUP_KEYS`] keys and their ids. foldhash (seeded per process) is
 /// several times faster than SipHash for these short keys.
-#[derive(Default)]
 struct Dedup {
     map: HashMap<Arc<str>, u64, foldhash::fast::RandomState>,
     order: VecDeque<Arc<str>>,
 }
 
 impl Dedup {
+    /// Sized for [`DEDUP_KEYS`] from the start: the table never rehashes on the
+    /// write path (untouched capacity costs address space, not memory).
+    fn new() -> Dedup {
+        Dedup {
+            map: HashMap::with_capacity_and_hasher(DEDUP_KEYS + 1, Default::default()),
+            order: VecDeque::with_capacity(DEDUP_KEYS + 1),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<u64> {
         self.map.get(key).copied()
     }
@@ -226,7 +234,7 @@ impl Log {
             segments.push_back(Arc::new(Segment::memory(1)));
         }
         rec.segments = segments.len();
-        let mut dedup = Dedup::default();
+        let mut dedup = Dedup::new();
         for (k, id) in keys {
             dedup.insert(&k, id);
         }
@@ -278,49 +286,65 @@ impl Log {
     ) -> Result<Vec<Appended>, std::io::Error> {
         /// What becomes of one input event.
         enum Slot {
-            Done(Appended),
-            Pending(IncomingEvent),
-            /// Repeats the key of an earlier event of this batch.
-            SameKey(String),
+            /// Its key is in the log already, under this id.
+            Stored(u64),
+            /// Repeats the key of the event at this index of the batch.
+            SameKey(usize),
+            New,
         }
         let mut inner = self.inner.lock().unwrap();
         let inner = &mut *inner;
-        // Key → id given in this batch (0 until encoded).
-        let mut batch_keys: HashMap<String, u64, foldhash::fast::RandomState> = HashMap::default();
-        let slots: Vec<Slot> = batch
-            .into_iter()
-            .map(
-                |new| match new.key.as_deref().map(|k| (k, inner.dedup.get(k))) {
-                    Some((_, Some(id))) => Slot::Done(Appended::Duplicate(id)),
-                    Some((k, None)) if batch_keys.contains_key(k) => Slot::SameKey(k.to_string()),
-                    k => {
-                        if let Some((k, _)) = k {
-                            batch_keys.insert(k.to_string(), 0);
-                        }
-                        Slot::Pending(new)
-                    }
-                },
-            )
-            .collect();
+        let slots: Vec<Slot> = {
+            // Key → index of its first event in this batch (only needed when the
+            // batch has several events).
+            let mut first: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, new)| match new.key.as_deref() {
+                    None => Slot::New,
+                    Some(k) => match inner.dedup.get(k) {
+                        Some(id) => Slot::Stored(id),
+                        None if batch.len() == 1 => Slot::New,
+                        None => match first.entry(k) {
+                            std::collections::hash_map::Entry::Occupied(e) => {
+                                Slot::SameKey(*e.get())
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(i);
+                                Slot::New
+                            }
+                        },
+                    },
+                })
+                .collect()
+        };
         let mut buf = std::mem::take(&mut inner.buf);
         buf.clear();
         let mut recs: Vec<(u64, u64, u32)> = Vec::with_capacity(slots.len());
         let mut stored: Vec<Arc<StoredEvent>> = Vec::with_capacity(slots.len());
         let mut id = inner.next_id;
-        let mut out = Vec::with_capacity(slots.len());
+        let mut out: Vec<Appended> = Vec::with_capacity(slots.len());
         let ts_text = crate::event::format_ts(ts);
-        for slot in slots {
-            let inc = match slot {
-                Slot::Done(a) => {
+        for (inc, slot) in batch.into_iter().zip(slots) {
+            match slot {
+                Slot::Stored(id) => {
+                    out.push(Appended::Duplicate(id));
+                    continue;
+                }
+                Slot::SameKey(i) => {
+                    // The first event with this key is earlier in `out`.
+                    let a = match &out[i] {
+                        Appended::New(s) => Appended::Duplicate(s.id()),
+                        _ => Appended::Refused(EventError::Json(
+                            "an event with the same key in this batch was refused".into(),
+                        )),
+                    };
                     out.push(a);
                     continue;
                 }
-                Slot::SameKey(k) => {
-                    out.push(Appended::Duplicate(batch_keys[&k]));
-                    continue;
-                }
-                Slot::Pending(ev) => ev,
-            };
+                Slot::New => {}
+            }
             let s = StoredEvent::encode(inc, id, ts, &ts_text);
             if s.json.len() > max_event_bytes {
                 // A refused event gives its id back, so ids stay consecutive.
@@ -331,9 +355,6 @@ impl Log {
                 continue;
             }
             let key = s.key.as_deref().unwrap_or("");
-            if !key.is_empty() {
-                batch_keys.insert(key.to_string(), id);
-            }
             let flags = if is_task_type(&s.kind) { FLAG_TASK } else { 0 };
             let before = buf.len();
             encode_record(&mut buf, id, ts, flags, key.as_bytes(), s.json.as_bytes());
@@ -342,14 +363,6 @@ impl Log {
             out.push(Appended::New(s.clone()));
             stored.push(s);
             id += 1;
-        }
-        // A repeat of a refused event's key is refused with it.
-        for a in &mut out {
-            if matches!(a, Appended::Duplicate(0)) {
-                *a = Appended::Refused(EventError::Json(
-                    "an event with the same key in this batch was refused".into(),
-                ));
-            }
         }
         if stored.is_empty() {
             inner.buf = buf;
