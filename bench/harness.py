@@ -410,9 +410,7 @@ class Hub(Broker):
     def oneshot_cmds(self, topic):
         emit = [self.bin("hub-emit"), "--url", self.url, topic, "msg=hello"]
         return [("hub-emit (durable ack)", emit),
-                # Diagnostics: the same with mimalloc's transparent huge pages off, and
-                # the cost of starting the process at all.
-                ("hub-emit, MIMALLOC_ALLOW_THP=0", emit, {"MIMALLOC_ALLOW_THP": "0"}),
+                # Diagnostics: the cost of starting the process at all.
                 ("hub-emit --version (start and exit only)", [self.bin("hub-emit"), "--version"]),
                 ("/bin/true (process spawn floor)", ["/bin/true"])]
 
