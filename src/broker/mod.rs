@@ -1,9 +1,13 @@
 //! The broker: publish → log → fan-out, subscriptions, the `/tasks` board, durable
 //! cursors and the counters of `/status`.
 //!
-//! One writer thread owns appending. It takes every publish request queued while
-//! it was busy, writes them as one batch (one fsync with `--fsync always`: group
-//! commit), then fans the new events out and answers the publishers. Fan-out
+//! Appending and fan-out take turns under one lock, so ids reach subscribers in
+//! order. When nobody holds the turn and nothing is queued, a publish is written
+//! right where it arrives (no hand-off to another thread: a one-shot `hub-emit`
+//! gets its ack sooner). Otherwise it is queued for the writer thread, which takes
+//! every request queued while it was busy and writes them as one batch (one fsync
+//! with `--fsync always`, which always goes through the writer: group commit), then
+//! fans the new events out and answers the publishers. Fan-out
 //! `try_send`s each event, shared behind an `Arc` with its one JSON encoding, into
 //! each live subscriber's bounded outbox; a full outbox turns that subscriber to
 //! catch-up from the log (see [`subscription`]) instead of slowing anyone.
@@ -20,7 +24,7 @@ use crate::matching::{MatchError, Matcher};
 use crate::store::{Appended, Log, Recovery};
 use cursors::Cursors;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subscription::Subscription;
@@ -105,6 +109,15 @@ struct Shared {
     log: Arc<Log>,
     cfg: BrokerConfig,
     writer: Mutex<Option<mpsc::Sender<PublishReq>>>,
+    /// Held while a batch is appended and fanned out (by the writer thread, or by
+    /// a publisher writing inline).
+    turn: Mutex<()>,
+    /// Requests sent to the writer and not yet written: while there are any, a
+    /// publish must queue behind them rather than write inline.
+    queued: AtomicUsize,
+    /// Whether a publish may be written inline (not with `--fsync always`, whose
+    /// fsync must not block a runtime thread, and which gains from group commit).
+    inline: bool,
     registry: Mutex<Registry>,
     tasks: Mutex<TaskBoard>,
     cursors: Cursors,
@@ -131,10 +144,14 @@ impl Broker {
         let log = Arc::new(log);
         let committed = log.committed();
         let (tx, rx) = mpsc::channel::<PublishReq>(4096);
+        let inline = log.config().fsync != crate::store::FsyncMode::Always;
         let shared = Arc::new(Shared {
             log,
             cfg,
             writer: Mutex::new(Some(tx)),
+            turn: Mutex::new(()),
+            queued: AtomicUsize::new(0),
+            inline,
             registry: Mutex::new(Registry {
                 fanned: committed,
                 ..Default::default()
@@ -180,21 +197,10 @@ impl Broker {
         &self,
         events: Vec<IncomingEvent>,
     ) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
-        let tx = self
-            .shared
-            .writer
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or(BrokerError::ShuttingDown)?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(PublishReq { events, reply })
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)?;
-        let outcomes = rx
-            .await
-            .map_err(|_| BrokerError::ShuttingDown)?
-            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?;
+        let outcomes = match self.try_inline(events) {
+            Ok(result) => result?,
+            Err(events) => self.queue(events).await?,
+        };
         Ok(outcomes
             .into_iter()
             .map(|a| match a {
@@ -203,6 +209,55 @@ impl Broker {
                 Appended::Refused(e) => Err(e),
             })
             .collect())
+    }
+
+    /// Writes `events` here and now if the turn is free and nothing is queued for
+    /// the writer (queued requests go first: a publisher's next batch must not
+    /// overtake its previous one). Gives the events back otherwise.
+    fn try_inline(
+        &self,
+        events: Vec<IncomingEvent>,
+    ) -> Result<Result<Vec<Appended>, BrokerError>, Vec<IncomingEvent>> {
+        let sh = &self.shared;
+        if !sh.inline {
+            return Err(events);
+        }
+        let Ok(_turn) = sh.turn.try_lock() else {
+            return Err(events);
+        };
+        // `stop` is read under the turn: shutdown sets it, then waits for the turn.
+        if sh.queued.load(Ordering::Acquire) != 0 || sh.stop.load(Ordering::Acquire) {
+            return Err(events);
+        }
+        let result = sh
+            .log
+            .append(events, now_millis(), sh.cfg.max_event_bytes)
+            .map_err(BrokerError::Io);
+        match &result {
+            Ok(outcomes) => self.fan_out(outcomes),
+            Err(e) => tracing::error!("{e}"),
+        }
+        Ok(result)
+    }
+
+    /// Hands `events` to the writer thread and waits for its answer.
+    async fn queue(&self, events: Vec<IncomingEvent>) -> Result<Vec<Appended>, BrokerError> {
+        let tx = self
+            .shared
+            .writer
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(BrokerError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        if tx.send(PublishReq { events, reply }).await.is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(BrokerError::ShuttingDown);
+        }
+        rx.await
+            .map_err(|_| BrokerError::ShuttingDown)?
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))
     }
 
     fn writer_loop(self, mut rx: mpsc::Receiver<PublishReq>) {
@@ -225,10 +280,15 @@ impl Broker {
                 counts.push(r.events.len());
                 all.append(&mut r.events);
             }
+            let turn = self.shared.turn.lock().unwrap();
             let result = log.append(all, now_millis(), self.shared.cfg.max_event_bytes);
+            if let Ok(outcomes) = &result {
+                self.fan_out(outcomes);
+            }
+            self.shared.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
+            drop(turn);
             match result {
                 Ok(outcomes) => {
-                    self.fan_out(&outcomes);
                     let mut it = outcomes.into_iter();
                     for (r, c) in reqs.into_iter().zip(counts) {
                         let _ = r.reply.send(Ok(it.by_ref().take(c).collect()));
@@ -311,6 +371,8 @@ impl Broker {
     pub fn shutdown(&self) {
         self.shared.writer.lock().unwrap().take();
         self.shared.stop.store(true, Ordering::Release);
+        // Waits for a batch being written (inline or by the writer) to finish.
+        drop(self.shared.turn.lock().unwrap());
         if let Err(e) = self.shared.log.sync_if_dirty() {
             tracing::error!("final fsync failed: {e}");
         }

@@ -20,6 +20,10 @@
 //! sees; reconnect attempts are reported through `tracing` and [`SubEvent`]), and it
 //! parses no command lines.
 
+mod post;
+
+pub use post::publish_once;
+
 use crate::event::{Event, EventError, NewEvent};
 use crate::protocol::{ClientFrame, ServerFrame, close};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -234,45 +238,51 @@ fn classify(url: &str, e: tungstenite::Error) -> Failure {
     use tungstenite::Error as E;
     match e {
         E::Http(resp) => {
-            let status = resp.status().as_u16();
             let body = resp.body().as_deref().unwrap_or_default();
-            let (code, message) = match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(v) => (
-                    v["code"].as_str().unwrap_or_default().to_string(),
-                    v["message"].as_str().unwrap_or_default().to_string(),
-                ),
-                Err(_) => (
-                    String::new(),
-                    String::from_utf8_lossy(body).trim().to_string(),
-                ),
-            };
-            let message = if message.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {message}")
-            };
-            let code = if code.is_empty() {
-                status.to_string()
-            } else {
-                code
-            };
-            match status {
-                429 | 500..=599 => Failure::Transient(message),
-                404 => Failure::Fatal(ClientError::Refused {
-                    url: url.to_string(),
-                    code,
-                    message: format!("{message} (is this a hub? its WebSocket path is /ws)"),
-                }),
-                _ => Failure::Fatal(ClientError::Refused {
-                    url: url.to_string(),
-                    code,
-                    message,
-                }),
-            }
+            refusal(url, resp.status().as_u16(), body)
         }
         E::Url(u) => Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {u}"))),
         E::Io(io) => Failure::Transient(io.to_string()),
         other => Failure::Transient(other.to_string()),
+    }
+}
+
+/// Sorts a hub's non-success HTTP answer (a refused handshake, or a refused
+/// `POST /publish`) into retry or stop; the message is the hub's own (`code`,
+/// `message` of its JSON body).
+fn refusal(url: &str, status: u16, body: &[u8]) -> Failure {
+    let (code, message) = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => (
+            v["code"].as_str().unwrap_or_default().to_string(),
+            v["message"].as_str().unwrap_or_default().to_string(),
+        ),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(body).trim().to_string(),
+        ),
+    };
+    let message = if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {message}")
+    };
+    let code = if code.is_empty() {
+        status.to_string()
+    } else {
+        code
+    };
+    match status {
+        429 | 500..=599 => Failure::Transient(message),
+        404 => Failure::Fatal(ClientError::Refused {
+            url: url.to_string(),
+            code,
+            message: format!("{message} (is this a hub? its WebSocket path is /ws)"),
+        }),
+        _ => Failure::Fatal(ClientError::Refused {
+            url: url.to_string(),
+            code,
+            message,
+        }),
     }
 }
 
@@ -283,18 +293,34 @@ async fn connect_with_retry(
     token: Option<&str>,
     timeout: Option<Duration>,
     backoff: &mut Backoff,
-    mut on_retry: impl FnMut(&str, Duration),
+    on_retry: impl FnMut(&str, Duration),
 ) -> Result<Opened, ClientError> {
+    with_retry(url, timeout, backoff, on_retry, |limit| {
+        open(url, token, limit)
+    })
+    .await
+}
+
+/// Runs `attempt(limit)` until it succeeds or fails for good, retrying transient
+/// failures with `backoff` until `timeout` has passed since the first attempt (then
+/// [`ClientError::Unreachable`] naming `url`). `limit` bounds each attempt.
+async fn with_retry<T, F: Future<Output = Result<T, Failure>>>(
+    url: &str,
+    timeout: Option<Duration>,
+    backoff: &mut Backoff,
+    mut on_retry: impl FnMut(&str, Duration),
+    mut attempt: impl FnMut(Duration) -> F,
+) -> Result<T, ClientError> {
     let start = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
         let limit = left
             .unwrap_or(ATTEMPT_LIMIT)
             .clamp(Duration::from_millis(100), ATTEMPT_LIMIT);
-        match open(url, token, limit).await {
-            Ok(opened) => {
+        match attempt(limit).await {
+            Ok(done) => {
                 backoff.reset();
-                return Ok(opened);
+                return Ok(done);
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(cause)) => {

@@ -1,0 +1,210 @@
+//! One event in one HTTP request: `POST /publish`, for a publisher that has only one
+//! event to send (`hub-emit TOPIC ...` from cron, CI or a hook). A WebSocket
+//! publisher needs two round trips (the upgrade, then `publish` → `ack`); this needs
+//! one, and the hub answers only once the event is in its log, as with an `ack`.
+//!
+//! Retries as [`super::Publisher`] does, with the same idempotency key each time, so
+//! a resend after a lost answer is stored once.
+
+use super::{Backoff, ClientError, ConnectOptions, Failure, event_json, normalize_url};
+use crate::event::NewEvent;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Where `POST /publish` goes for a hub URL.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    /// `host:port` to connect to (IPv6 without brackets).
+    host: String,
+    port: u16,
+    /// The `Host` header.
+    authority: String,
+    /// The request path: the WebSocket path with `/ws` replaced by `/publish`.
+    path: String,
+}
+
+impl Target {
+    fn of(ws_url: &str) -> Result<Target, ClientError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            ClientError::Usage(format!("invalid hub URL {ws_url}: {e}"))
+        };
+        let uri: Uri = ws_url.parse().map_err(|e| bad(&e))?;
+        let authority = uri.authority().ok_or_else(|| bad(&"no host"))?;
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let prefix = uri.path().strip_suffix("/ws").unwrap_or("");
+        Ok(Target {
+            host: host.to_string(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_string(),
+            path: format!("{prefix}/publish"),
+        })
+    }
+}
+
+/// Publishes `event` with `POST /publish` and returns its id, retrying while the hub
+/// is unreachable until `opts.timeout`. `Ok(None)`: nothing at that address takes
+/// `POST /publish` (404 or 405, e.g. a proxy that forwards only the WebSocket path);
+/// nothing was stored, and the caller may publish over a WebSocket instead.
+///
+/// # Errors
+/// As [`super::Publisher::publish`]: [`ClientError::InvalidEvent`] before anything is
+/// sent, [`ClientError::Refused`] (auth, limits, an invalid event),
+/// [`ClientError::Unreachable`] after the timeout, [`ClientError::Usage`] for a bad URL
+/// or token.
+pub async fn publish_once(
+    opts: &ConnectOptions,
+    mut event: NewEvent,
+) -> Result<Option<u64>, ClientError> {
+    event.validate()?;
+    if event.key.is_none() {
+        event.key = Some(format!("{}-1", super::random_prefix()));
+    }
+    let url = normalize_url(&opts.url)?;
+    let target = Target::of(&url)?;
+    let token = match &opts.token {
+        Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+            ClientError::Usage("invalid token: a token is printable ASCII without spaces".into())
+        })?),
+        None => None,
+    };
+    let body = Bytes::from(event_json(&event, None));
+    super::with_retry(
+        &url,
+        opts.timeout,
+        &mut Backoff::new(),
+        |cause, delay| {
+            tracing::info!(
+                "cannot reach the hub at {url}: {cause}; retrying in {}",
+                super::seconds(delay)
+            )
+        },
+        |limit| post(&url, &target, token.as_ref(), body.clone(), limit),
+    )
+    .await
+}
+
+/// One attempt, bounded by `limit`.
+async fn post(
+    url: &str,
+    target: &Target,
+    token: Option<&HeaderValue>,
+    body: Bytes,
+    limit: Duration,
+) -> Result<Option<u64>, Failure> {
+    let transient = |e: &dyn std::fmt::Display| Failure::Transient(e.to_string());
+    let attempt = async {
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| transient(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| transient(&e))?;
+        // Drives the connection; ends when the request is done and `sender` dropped.
+        let conn = tokio::spawn(conn);
+        let mut req = Request::post(target.path.as_str())
+            .header(HOST, target.authority.as_str())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(AUTHORIZATION, t.clone());
+        }
+        let req = req.body(Full::new(body)).map_err(|e| {
+            Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {e}")))
+        })?;
+        let resp = sender.send_request(req).await.map_err(|e| transient(&e))?;
+        let status = resp.status().as_u16();
+        let answer = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| transient(&e))?
+            .to_bytes();
+        drop(sender);
+        conn.abort();
+        match status {
+            200 => stored_id(&answer).map(Some).ok_or_else(|| {
+                Failure::Transient(format!(
+                    "unexpected answer to POST {}: {}",
+                    target.path,
+                    String::from_utf8_lossy(&answer)
+                ))
+            }),
+            404 | 405 => Ok(None),
+            _ => Err(one_event_refusal(super::refusal(url, status, &answer))),
+        }
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Transient(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        ))),
+    }
+}
+
+/// The id in `{"ids":[ID]}`.
+fn stored_id(answer: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        ids: Vec<u64>,
+    }
+    match serde_json::from_slice::<Ids>(answer).ok()?.ids[..] {
+        [id] => Some(id),
+        _ => None,
+    }
+}
+
+/// The hub names the line of a refused body (`line 1: ...`); with one event there
+/// is only one, so the message says what a WebSocket refusal would.
+fn one_event_refusal(f: Failure) -> Failure {
+    match f {
+        Failure::Fatal(ClientError::Refused { url, code, message }) => {
+            let message = message.replacen("HTTP 400: line 1: ", "", 1);
+            let message = message.replacen("HTTP 413: line 1: ", "", 1);
+            Failure::Fatal(ClientError::Refused { url, code, message })
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_goes_beside_the_websocket_path() {
+        let t = Target::of("ws://127.0.0.1:7357/ws").unwrap();
+        assert_eq!(
+            t,
+            Target {
+                host: "127.0.0.1".into(),
+                port: 7357,
+                authority: "127.0.0.1:7357".into(),
+                path: "/publish".into(),
+            }
+        );
+        let t = Target::of("ws://[::1]:80/hub/ws").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 80));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("[::1]:80", "/hub/publish")
+        );
+        assert_eq!(Target::of("ws://example.org/ws").unwrap().port, 80);
+    }
+
+    #[test]
+    fn the_answer_names_one_id() {
+        assert_eq!(stored_id(br#"{"ids":[42]}"#), Some(42));
+        assert_eq!(stored_id(br#"{"ids":[1,2]}"#), None);
+        assert_eq!(stored_id(b"ok"), None);
+    }
+}
