@@ -405,3 +405,107 @@ fn lines_survive_a_hub_restart_without_duplicates() {
     assert_eq!(got.len(), want.len(), "nothing lost or doubled");
     assert_eq!(got, want);
 }
+
+/// A one-shot event goes out as one `POST /publish`; while the hub is down,
+/// hub-emit retries (same key) until it is back, and the event is stored once.
+#[test]
+fn one_shot_waits_for_a_hub_that_comes_back() {
+    let mut hub = Hub::start(&[]);
+    let url = hub.ws_url();
+    hub.kill9();
+    let mut child = bin("hub-emit")
+        .args([
+            "--url",
+            &url,
+            "--timeout",
+            "30s",
+            "-v",
+            "--print-id",
+            "late:t",
+            "n:=1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("hub-emit says it retries");
+    assert!(first.contains("retrying"), "{first}");
+    hub.restart();
+    let st = common::wait_child(&mut child, Duration::from_secs(40)).expect("hub-emit finished");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(st.success(), "{out}");
+    let stored = events(&hub, "topic=late:t");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"].to_string(), out.trim());
+}
+
+/// Behind a proxy that forwards only the WebSocket (POST /publish answers 404),
+/// a one-shot event is published over the WebSocket instead.
+#[test]
+fn one_shot_falls_back_to_the_websocket() {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    let hub = Hub::start(&[]);
+    let hub_addr = hub.http_url().trim_start_matches("http://").to_string();
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("ws://{}", proxy.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in proxy.incoming() {
+            let Ok(mut client) = conn else { return };
+            // The request head, byte by byte up to the blank line (the test's own
+            // requests are small; only the request line is looked at).
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).unwrap_or(0) == 1 {
+                head.push(b[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let line = text.lines().next().unwrap_or_default().to_string();
+            log.lock().unwrap().push(line.clone());
+            if !line.starts_with("GET /ws ") {
+                let _ = client.write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let mut upstream = TcpStream::connect(&hub_addr).unwrap();
+            upstream.write_all(&head).unwrap();
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut u2, &mut c2));
+            std::thread::spawn(move || std::io::copy(&mut client, &mut upstream));
+        }
+    });
+    let mut c = bin("hub-emit");
+    c.args(["--url", &proxy_url, "--print-id", "proxied:t", "via=ws"]);
+    let (st, out, err) = run(&mut c, b"", Duration::from_secs(20));
+    assert!(st.success(), "{err}");
+    let stored = events(&hub, "topic=proxied:t");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"].to_string(), out.trim());
+    assert_eq!(stored[0]["data"], json!({"via": "ws"}));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("POST /publish "), "{seen:?}");
+    assert!(seen[1].starts_with("GET /ws "), "{seen:?}");
+}

@@ -170,19 +170,27 @@ pub async fn run(args: EmitArgs) -> anyhow::Result<u8> {
         .into());
     }
     let template = Template::from_args(&args)?;
-    let publisher = Publisher::start(&opts)?;
     if args.lines || args.events {
-        return stream_stdin(&args, &template, publisher).await;
+        return stream_stdin(&args, &template, Publisher::start(&opts)?).await;
     }
     let mut event = template.event(template.data.clone());
     event.key = args.key.clone();
-    let id = publisher.publish(event).await?;
+    // One event: one HTTP request (a round trip fewer than a WebSocket); over a
+    // WebSocket only where POST /publish is not served.
+    let id = match crate::client::publish_once(&opts, event.clone()).await? {
+        Some(id) => id,
+        None => {
+            let publisher = Publisher::start(&opts)?;
+            let id = publisher.publish(event).await?;
+            let _ = publisher.close().await;
+            id
+        }
+    };
     if args.print_id {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{id}").and_then(|_| out.flush())?;
     }
-    tracing::info!("published event {id} to {}", publisher.url());
-    let _ = publisher.close().await;
+    tracing::info!("published event {id} to {}", opts.url);
     Ok(exit::OK)
 }
 

@@ -139,7 +139,8 @@ async fn post(
                 ))
             }),
             404 | 405 => Ok(None),
-            _ => Err(one_event_refusal(super::refusal(url, status, &answer))),
+            400 | 413 => Err(Failure::Fatal(event_refused(url, status, &answer))),
+            _ => Err(super::refusal(url, status, &answer)),
         }
     };
     match tokio::time::timeout(limit, attempt).await {
@@ -163,16 +164,29 @@ fn stored_id(answer: &[u8]) -> Option<u64> {
     }
 }
 
-/// The hub names the line of a refused body (`line 1: ...`); with one event there
-/// is only one, so the message says what a WebSocket refusal would.
-fn one_event_refusal(f: Failure) -> Failure {
-    match f {
-        Failure::Fatal(ClientError::Refused { url, code, message }) => {
-            let message = message.replacen("HTTP 400: line 1: ", "", 1);
-            let message = message.replacen("HTTP 413: line 1: ", "", 1);
-            Failure::Fatal(ClientError::Refused { url, code, message })
-        }
-        other => other,
+/// The event itself was refused (invalid, too large): said as a WebSocket `error`
+/// frame would say it. The hub names the line of a refused body (`line 1: ...`);
+/// with one event there is only one.
+fn event_refused(url: &str, status: u16, answer: &[u8]) -> ClientError {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Refusal {
+        code: String,
+        message: String,
+    }
+    let r: Refusal = serde_json::from_slice(answer).unwrap_or_default();
+    ClientError::Refused {
+        url: url.to_string(),
+        code: if r.code.is_empty() {
+            status.to_string()
+        } else {
+            r.code
+        },
+        message: match r.message.strip_prefix("line 1: ") {
+            Some(m) => m.to_string(),
+            None if r.message.is_empty() => format!("HTTP {status}"),
+            None => r.message,
+        },
     }
 }
 
@@ -206,5 +220,23 @@ mod tests {
         assert_eq!(stored_id(br#"{"ids":[42]}"#), Some(42));
         assert_eq!(stored_id(br#"{"ids":[1,2]}"#), None);
         assert_eq!(stored_id(b"ok"), None);
+    }
+
+    #[test]
+    fn a_refused_event_is_named_as_over_a_websocket() {
+        let e = event_refused(
+            "ws://h/ws",
+            400,
+            br#"{"code":"bad_request","message":"line 1: topic: empty"}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the hub at ws://h/ws refused: topic: empty (bad_request)"
+        );
+        let e = event_refused("ws://h/ws", 413, b"");
+        assert_eq!(
+            e.to_string(),
+            "the hub at ws://h/ws refused: HTTP 413 (413)"
+        );
     }
 }
