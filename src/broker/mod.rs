@@ -4,10 +4,10 @@
 //! Appending and fan-out take turns under one lock, so ids reach subscribers in
 //! order. When nobody holds the turn and nothing is queued, a small publish is
 //! written right where it arrives (no hand-off to another thread: a one-shot
-//! `hub-emit` gets its ack sooner). Otherwise it is queued for the writer thread, which takes
-//! every request queued while it was busy and writes them as one batch (one fsync
-//! with `--fsync always`, which always goes through the writer: group commit), then
-//! fans the new events out and answers the publishers. Fan-out
+//! `hub-emit` gets its ack sooner). Otherwise it is queued for the writer thread,
+//! which takes every request queued while it was busy and writes them as one batch
+//! (one fsync with `--fsync always`, which always goes through the writer: group
+//! commit), then fans the new events out and answers the publishers. Fan-out
 //! `try_send`s each event, shared behind an `Arc` with its one JSON encoding, into
 //! each live subscriber's bounded outbox; a full outbox turns that subscriber to
 //! catch-up from the log (see [`subscription`]) instead of slowing anyone.

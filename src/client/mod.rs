@@ -15,6 +15,8 @@
 //!   sent again with the same idempotency `key`, so the hub stores each once.
 //! - [`Subscriber`]: one subscription that resumes `since` the last event it handed
 //!   out, so a hub restart neither loses nor repeats an event.
+//! - [`publish_once`] (`post.rs`): one event in one `POST /publish`, for a one-shot
+//!   publisher; the same keys, retries and errors as [`Publisher`].
 //!
 //! What this module is not: it does not print anything (callers decide what a person
 //! sees; reconnect attempts are reported through `tracing` and [`SubEvent`]), and it
