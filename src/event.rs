@@ -211,21 +211,36 @@ struct Head<'a> {
     key: Option<&'a str>,
 }
 
+/// Where the parts of an encoded event sit in its JSON. A string field is `None`
+/// when it had to be escaped (its JSON text is not its value).
+struct Spans {
+    topic: Option<(u32, u32)>,
+    kind: Option<(u32, u32)>,
+    source: Option<(u32, u32)>,
+    key: Option<(u32, u32)>,
+    data: (u32, u32),
+}
+
 impl Head<'_> {
     /// The event's compact JSON with `data` (already compact JSON text) spliced in,
-    /// and where `data` sits in it.
-    fn encode(&self, data: &str) -> (String, (u32, u32)) {
+    /// and where its fields sit in it.
+    fn encode(&self, data: &str) -> (String, Spans) {
         /// A JSON string: copied between quotes when nothing in it needs escaping
-        /// (topics and types never do), else through serde_json.
-        fn put_str(out: &mut String, s: &str) {
+        /// (topics and types never do; the span of the copy is returned), else
+        /// through serde_json.
+        fn put_str(out: &mut String, s: &str) -> Option<(u32, u32)> {
             if s.bytes()
                 .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
             {
                 out.push('"');
+                let start = out.len() as u32;
                 out.push_str(s);
+                let end = out.len() as u32;
                 out.push('"');
+                Some((start, end))
             } else {
                 out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+                None
             }
         }
         let opt = |o: Option<&str>| o.map_or(0, |s| s.len() + 12);
@@ -242,23 +257,30 @@ impl Head<'_> {
         out.push_str(",\"ts\":");
         put_str(&mut out, self.ts);
         out.push_str(",\"topic\":");
-        put_str(&mut out, self.topic);
+        let topic = put_str(&mut out, self.topic);
         out.push_str(",\"type\":");
-        put_str(&mut out, self.kind);
-        if let Some(src) = self.source {
+        let kind = put_str(&mut out, self.kind);
+        let source = self.source.and_then(|src| {
             out.push_str(",\"source\":");
-            put_str(&mut out, src);
-        }
-        if let Some(key) = self.key {
+            put_str(&mut out, src)
+        });
+        let key = self.key.and_then(|key| {
             out.push_str(",\"key\":");
-            put_str(&mut out, key);
-        }
+            put_str(&mut out, key)
+        });
         out.push_str(",\"data\":");
         let start = out.len() as u32;
         out.push_str(data);
         let end = out.len() as u32;
         out.push('}');
-        (out, (start, end))
+        let spans = Spans {
+            topic,
+            kind,
+            source,
+            key,
+            data: (start, end),
+        };
+        (out, spans)
     }
 }
 
@@ -529,15 +551,52 @@ pub struct StoredEvent {
     pub id: u64,
     /// Receive time, ms since the epoch.
     pub ts: u64,
-    pub topic: Box<str>,
-    pub kind: Box<str>,
-    pub source: Option<Box<str>>,
-    pub key: Option<Box<str>>,
+    topic: Text,
+    kind: Text,
+    source: Option<Text>,
+    key: Option<Text>,
     /// Kept as the `String` it was built in (a `Box<str>` would cost a copy).
     pub json: String,
     /// Where `data` sits in `json`.
     data_at: (u32, u32),
     data: OnceLock<Value>,
+}
+
+/// A string field of a [`StoredEvent`]: where its value sits in the event's JSON
+/// (no allocation; a value with nothing to escape is its own JSON text, as topics and
+/// types always are), or, for a value that was escaped, the value itself.
+#[derive(Debug, Clone)]
+enum Text {
+    At(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// `span` if the value sits there in the JSON, else the value itself.
+    fn new(span: Option<(u32, u32)>, value: &str) -> Text {
+        match span {
+            Some((a, b)) => Text::At(a, b),
+            None => Text::Owned(value.into()),
+        }
+    }
+
+    /// A field read from stored JSON: borrowed text is its own span in `json`.
+    fn decoded(json: &str, value: Cow<'_, str>) -> Text {
+        match value {
+            Cow::Borrowed(b) => {
+                let a = b.as_ptr() as usize - json.as_ptr() as usize;
+                Text::At(a as u32, (a + b.len()) as u32)
+            }
+            Cow::Owned(o) => Text::Owned(o.into_boxed_str()),
+        }
+    }
+
+    fn get<'a>(&'a self, json: &'a str) -> &'a str {
+        match self {
+            Text::At(a, b) => &json[*a as usize..*b as usize],
+            Text::Owned(s) => s,
+        }
+    }
 }
 
 impl PartialEq for StoredEvent {
@@ -554,16 +613,16 @@ impl Fields for StoredEvent {
         self.ts
     }
     fn topic(&self) -> &str {
-        &self.topic
+        self.topic.get(&self.json)
     }
     fn kind(&self) -> &str {
-        &self.kind
+        self.kind.get(&self.json)
     }
     fn source(&self) -> Option<&str> {
-        self.source.as_deref()
+        self.source.as_ref().map(|t| t.get(&self.json))
     }
     fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+        self.key.as_ref().map(|t| t.get(&self.json))
     }
     fn data(&self) -> &Value {
         // Data is checked at intake, so this cannot fail for events this hub stored;
@@ -612,17 +671,16 @@ impl StoredEvent {
             source: inc.source.as_deref(),
             key: inc.key.as_deref(),
         };
-        let (json, (start, end)) = head.encode(&data);
-        let kind = kind.into();
+        let (json, at) = head.encode(&data);
         StoredEvent {
             id,
             ts,
-            topic: inc.topic.into_boxed_str(),
-            kind,
-            source: inc.source.map(String::into_boxed_str),
-            key: inc.key.map(String::into_boxed_str),
+            topic: Text::new(at.topic, &inc.topic),
+            kind: Text::new(at.kind, kind),
+            source: inc.source.as_deref().map(|v| Text::new(at.source, v)),
+            key: inc.key.as_deref().map(|v| Text::new(at.key, v)),
             json,
-            data_at: (start, end),
+            data_at: at.data,
             data: OnceLock::new(),
         }
     }
@@ -652,10 +710,10 @@ impl StoredEvent {
         Ok(StoredEvent {
             id: env.id,
             ts,
-            topic: env.topic.into(),
-            kind: env.kind.into(),
-            source: env.source.map(Into::into),
-            key: env.key.map(Into::into),
+            topic: Text::decoded(json, env.topic),
+            kind: Text::decoded(json, env.kind),
+            source: env.source.map(|v| Text::decoded(json, v)),
+            key: env.key.map(|v| Text::decoded(json, v)),
             json: json.into(),
             data_at: (start as u32, end as u32),
             data: OnceLock::new(),
@@ -676,10 +734,10 @@ impl StoredEvent {
         Event {
             id: self.id,
             ts: self.ts,
-            topic: self.topic.to_string(),
-            kind: self.kind.to_string(),
-            source: self.source.as_deref().map(str::to_string),
-            key: self.key.as_deref().map(str::to_string),
+            topic: self.topic().to_string(),
+            kind: self.kind().to_string(),
+            source: self.source().map(str::to_string),
+            key: self.key().map(str::to_string),
             data: self.data().clone(),
         }
     }
@@ -721,6 +779,31 @@ mod ts_millis {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Plain fields are read from the stored JSON in place, escaped ones kept
+    /// aside; both read back as given, after encoding and after decoding the log form.
+    #[test]
+    fn stored_fields_read_back_plain_and_escaped() {
+        for (source, key) in [
+            ("ci-3", "k-1"),
+            ("say \"hi\"\n", "é\\x"),
+            ("plain", "tab\there"),
+        ] {
+            let mut e = NewEvent::new("task:build-42");
+            e.kind = Some("progress".into());
+            e.source = Some(source.into());
+            e.key = Some(key.into());
+            e.data = json!({"percent": 50});
+            let s = StoredEvent::encode(e.into(), 7, 1_700_000_000_123, "2023-11-14T22:13:20.123Z");
+            for got in [s.clone(), StoredEvent::decode(&s.json).unwrap()] {
+                assert_eq!(got.topic(), "task:build-42");
+                assert_eq!(got.kind(), "progress");
+                assert_eq!(got.source(), Some(source));
+                assert_eq!(got.key(), Some(key));
+                assert_eq!(got.data(), &json!({"percent": 50}));
+            }
+        }
+    }
 
     #[test]
     fn topics() {

@@ -319,7 +319,7 @@ impl Broker {
                 match a {
                     Appended::New(s) => {
                         last = s.id();
-                        if TaskBoard::is_task_type(&s.kind) {
+                        if TaskBoard::is_task_type(crate::event::Fields::kind(s.as_ref())) {
                             tasks
                                 .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
                                 .apply(s.as_ref());
@@ -703,7 +703,9 @@ mod tests {
                 }
             };
             assert_eq!(e.id(), want);
-            let p = e.topic[1..].parse::<usize>().unwrap();
+            let p = crate::event::Fields::topic(e.as_ref())[1..]
+                .parse::<usize>()
+                .unwrap();
             assert_eq!(
                 crate::event::Fields::data(e.as_ref())["n"],
                 next[p],

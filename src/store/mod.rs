@@ -11,7 +11,7 @@
 
 pub mod segment;
 
-use crate::event::{EventError, IncomingEvent, StoredEvent};
+use crate::event::{EventError, Fields, IncomingEvent, StoredEvent};
 use segment::{FLAG_TASK, Segment, SegmentRef, encode_record, parse_segment_name};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -354,8 +354,8 @@ impl Log {
                 }));
                 continue;
             }
-            let key = s.key.as_deref().unwrap_or("");
-            let flags = if is_task_type(&s.kind) { FLAG_TASK } else { 0 };
+            let key = s.key().unwrap_or("");
+            let flags = if is_task_type(s.kind()) { FLAG_TASK } else { 0 };
             let before = buf.len();
             encode_record(&mut buf, id, ts, flags, key.as_bytes(), s.json.as_bytes());
             recs.push((id, ts, (buf.len() - before) as u32));
@@ -380,7 +380,7 @@ impl Log {
         inner.total_events += recs.len() as u64;
         inner.total_bytes += recs.iter().map(|r| r.2 as u64).sum::<u64>();
         for s in &stored {
-            if let Some(k) = s.key.as_deref() {
+            if let Some(k) = s.key() {
                 inner.dedup.insert(k, s.id());
             }
             inner.cache.push_back(s.clone());
@@ -709,6 +709,6 @@ mod tests {
         }
         let (_, rec) = Log::open(cfg(Some(dir.path()))).unwrap();
         assert_eq!(rec.task_events.len(), 1);
-        assert_eq!(rec.task_events[0].topic.as_ref(), "task:x");
+        assert_eq!(rec.task_events[0].topic(), "task:x");
     }
 }

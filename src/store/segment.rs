@@ -436,7 +436,7 @@ mod tests {
                 id,
                 e.ts,
                 0,
-                e.key.as_deref().unwrap().as_bytes(),
+                crate::event::Fields::key(&e).unwrap().as_bytes(),
                 e.json.as_bytes(),
             );
             recs.push((id, e.ts, (buf.len() - before) as u32));
