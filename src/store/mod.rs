@@ -134,11 +134,15 @@ struct Inner {
     buf: Vec<u8>,
 }
 
-/// The last [`DEDUP_KEYS`] keys and their ids. foldhash (seeded per process) is
-/// several times faster than SipHash for these short keys.
+/// The last [`DEDUP_KEYS`] keys and their ids. A key is held as a 128-bit hash (two
+/// foldhash hashes, each with its own random seeds), so remembering one costs no
+/// allocation. Two different keys share a hash with a probability of about 2^-128:
+/// with 100,000 keys held, a new event is mistaken for a resend less often than once
+/// in 10^33.
 struct Dedup {
-    map: HashMap<Arc<str>, u64, foldhash::fast::RandomState>,
-    order: VecDeque<Arc<str>>,
+    seeds: [foldhash::quality::SeedableRandomState; 2],
+    map: HashMap<u128, u64, foldhash::fast::RandomState>,
+    order: VecDeque<u128>,
 }
 
 impl Dedup {
@@ -146,19 +150,26 @@ impl Dedup {
     /// write path (untouched capacity costs address space, not memory).
     fn new() -> Dedup {
         Dedup {
+            seeds: dedup_seeds(),
             map: HashMap::with_capacity_and_hasher(DEDUP_KEYS + 1, Default::default()),
             order: VecDeque::with_capacity(DEDUP_KEYS + 1),
         }
     }
 
+    fn hash(&self, key: &str) -> u128 {
+        use std::hash::BuildHasher;
+        let [a, b] = &self.seeds;
+        (u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key))
+    }
+
     fn get(&self, key: &str) -> Option<u64> {
-        self.map.get(key).copied()
+        self.map.get(&self.hash(key)).copied()
     }
 
     fn insert(&mut self, key: &str, id: u64) {
-        let key: Arc<str> = key.into();
-        self.map.insert(key.clone(), id);
-        self.order.push_back(key);
+        let h = self.hash(key);
+        self.map.insert(h, id);
+        self.order.push_back(h);
         while self.order.len() > DEDUP_KEYS {
             if let Some(old) = self.order.pop_front()
                 && self.map.get(&old).is_some_and(|&i| i < id)
@@ -167,6 +178,23 @@ impl Dedup {
             }
         }
     }
+}
+
+/// Two hash states with independent random seeds (the shared part drawn once per
+/// process).
+fn dedup_seeds() -> [foldhash::quality::SeedableRandomState; 2] {
+    use foldhash::{SharedSeed, quality::SeedableRandomState};
+    static SHARED: std::sync::OnceLock<[SharedSeed; 2]> = std::sync::OnceLock::new();
+    let [a, b] = SHARED.get_or_init(|| {
+        [
+            SharedSeed::from_u64(fastrand::u64(..)),
+            SharedSeed::from_u64(fastrand::u64(..)),
+        ]
+    });
+    [
+        SeedableRandomState::with_seed(fastrand::u64(..), a),
+        SeedableRandomState::with_seed(fastrand::u64(..), b),
+    ]
 }
 
 fn is_task_type(kind: &str) -> bool {
@@ -297,7 +325,11 @@ impl Log {
         let slots: Vec<Slot> = {
             // Key → index of its first event in this batch (only needed when the
             // batch has several events).
-            let mut first: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+            let mut first: HashMap<&str, usize, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(
+                    if batch.len() > 1 { batch.len() } else { 0 },
+                    Default::default(),
+                );
             batch
                 .iter()
                 .enumerate()
