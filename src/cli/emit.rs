@@ -8,7 +8,7 @@
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::client::{ClientError, Publisher, RawJson, Ticket};
+use crate::client::{ClientError, EventHead, Publisher, RawJson, Ticket};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
@@ -327,11 +327,18 @@ fn hostname() -> String {
 /// only checked: it is sent as the data as it is ([`RawJson`]), not parsed into a
 /// tree and written out again. Its text is one line and valid JSON; the hub stores
 /// it compact.
+/// The event of one stdin line.
+enum LineEvent<'a> {
+    /// The invocation's event with this line, a JSON object, as its data.
+    Data(RawJson<'a>),
+    Event(NewEvent),
+}
+
 fn line_event<'a>(
     args: &EmitArgs,
     t: &Template,
     line: &'a [u8],
-) -> Result<Option<(NewEvent, Option<RawJson<'a>>)>, String> {
+) -> Result<Option<LineEvent<'a>>, String> {
     let line = std::str::from_utf8(line).map_err(|e| format!("not valid UTF-8 ({e})"))?;
     if args.events {
         if line.trim().is_empty() {
@@ -341,15 +348,15 @@ fn line_event<'a>(
         if ev.source.is_none() {
             ev.source = t.source.clone();
         }
-        return Ok(Some((ev, None)));
+        return Ok(Some(LineEvent::Event(ev)));
     }
     let trimmed = line.trim();
     if t.fields.is_empty() && trimmed.starts_with('{') {
         // Valid JSON that starts with `{` is an object.
         return match RawJson::new(trimmed) {
-            Ok(raw) => Ok(Some((t.event(Value::Null), Some(raw)))),
+            Ok(raw) => Ok(Some(LineEvent::Data(raw))),
             Err(e) if trimmed.ends_with('}') => Err(not_json(&e)),
-            Err(_) => Ok(Some((t.event(json!({ "line": line })), None))),
+            Err(_) => Ok(Some(LineEvent::Event(t.event(json!({ "line": line }))))),
         };
     }
     let data = if trimmed.starts_with('{') {
@@ -362,7 +369,7 @@ fn line_event<'a>(
     } else {
         json!({ "line": line })
     };
-    Ok(Some((t.event(merge(data, &t.fields)), None)))
+    Ok(Some(LineEvent::Event(t.event(merge(data, &t.fields)))))
 }
 
 /// What is said about a line that looks like a JSON object and is not one.
@@ -382,6 +389,11 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(1024);
     let mut lineno: u64 = 0;
+    // What every --lines event shares, encoded once (--events lines name their own).
+    let head = match args.events {
+        true => None,
+        false => Some(EventHead::new(&t.event(Value::Null))?),
+    };
     loop {
         buf.clear();
         let n = reader
@@ -394,8 +406,13 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
         lineno += 1;
         let line = strip_newline(&buf);
         let sent = match line_event(args, t, line) {
-            Ok(Some((ev, Some(raw)))) => publisher.send_with_data(ev, raw).await,
-            Ok(Some((ev, None))) => publisher.send(ev).await,
+            Ok(Some(LineEvent::Data(raw))) => {
+                let head = head
+                    .as_ref()
+                    .expect("raw data lines come only with --lines");
+                publisher.send_with_head(head, raw).await
+            }
+            Ok(Some(LineEvent::Event(ev))) => publisher.send(ev).await,
             Ok(None) => continue,
             Err(msg) => {
                 eprintln!("hub-emit: stdin line {lineno}: {msg}");
@@ -933,37 +950,44 @@ mod tests {
         }
     }
 
+    /// The event of a line that is not sent as raw data.
+    fn event(l: Result<Option<LineEvent<'_>>, String>) -> NewEvent {
+        match l {
+            Ok(Some(LineEvent::Event(ev))) => ev,
+            _ => panic!("expected an event"),
+        }
+    }
+
     #[test]
     fn lines_become_data() {
         let a = args(&["log:x", "--lines", "host=web1"]);
         let t = Template::from_args(&a).unwrap();
-        let (ev, raw) = line_event(&a, &t, br#"{"a":1}"#).unwrap().unwrap();
-        assert_eq!((ev.data, raw), (json!({"a":1,"host":"web1"}), None));
-        let (ev, _) = line_event(&a, &t, b"plain {text}").unwrap().unwrap();
+        let ev = event(line_event(&a, &t, br#"{"a":1}"#));
+        assert_eq!(ev.data, json!({"a":1,"host":"web1"}));
+        let ev = event(line_event(&a, &t, b"plain {text}"));
         assert_eq!(ev.data, json!({"line":"plain {text}","host":"web1"}));
-        let (ev, _) = line_event(&a, &t, b"").unwrap().unwrap();
+        let ev = event(line_event(&a, &t, b""));
         assert_eq!(ev.data["line"], "");
         assert!(line_event(&a, &t, br#"{"a":}"#).is_err());
         assert!(line_event(&a, &t, b"\xff\xfe").is_err());
         // Without fields, a JSON object line is sent as it is, after a check.
         let a = args(&["log:x", "--lines"]);
         let t = Template::from_args(&a).unwrap();
-        let (ev, raw) = line_event(&a, &t, br#" {"a": [1, 2]} "#).unwrap().unwrap();
-        assert_eq!(raw.map(|r| r.as_str()), Some(r#"{"a": [1, 2]}"#));
-        assert_eq!((ev.topic.as_str(), ev.source.is_some()), ("log:x", true));
+        match line_event(&a, &t, br#" {"a": [1, 2]} "#) {
+            Ok(Some(LineEvent::Data(raw))) => assert_eq!(raw.as_str(), r#"{"a": [1, 2]}"#),
+            _ => panic!("a JSON object line is sent as it is"),
+        }
         for bad in [&br#"{"a":}"#[..], br#"{"a":1e999}"#, br#"{"a":1} x}"#] {
             let e = line_event(&a, &t, bad).err().unwrap();
             assert!(e.contains("not valid JSON"), "{e}");
         }
-        let (ev, raw) = line_event(&a, &t, b"{not json").unwrap().unwrap();
-        assert_eq!((ev.data, raw), (json!({"line": "{not json"}), None));
-        let (ev, raw) = line_event(&a, &t, b"[1]").unwrap().unwrap();
-        assert_eq!((ev.data, raw), (json!({"line": "[1]"}), None));
+        let ev = event(line_event(&a, &t, b"{not json"));
+        assert_eq!(ev.data, json!({"line": "{not json"}));
+        let ev = event(line_event(&a, &t, b"[1]"));
+        assert_eq!(ev.data, json!({"line": "[1]"}));
         let a = args(&["--events"]);
         let t = Template::from_args(&a).unwrap();
-        let (ev, _) = line_event(&a, &t, br#"{"topic":"a","type":"b"}"#)
-            .unwrap()
-            .unwrap();
+        let ev = event(line_event(&a, &t, br#"{"topic":"a","type":"b"}"#));
         assert_eq!((ev.topic.as_str(), ev.kind()), ("a", "b"));
         assert!(ev.source.is_some());
         assert!(line_event(&a, &t, b"  ").unwrap().is_none());
