@@ -141,25 +141,27 @@ struct Inner {
 /// in 10^33.
 struct Dedup {
     seeds: [foldhash::quality::SeedableRandomState; 2],
-    map: HashMap<u128, u64, foldhash::fast::RandomState>,
-    order: VecDeque<u128>,
+    map: HashMap<[u64; 2], u64, foldhash::fast::RandomState>,
+    order: VecDeque<[u64; 2]>,
 }
 
 impl Dedup {
-    /// Sized for [`DEDUP_KEYS`] from the start: the table never rehashes on the
-    /// write path (untouched capacity costs address space, not memory).
+    /// Sized from the start so that the table never grows on the write path: twice
+    /// [`DEDUP_KEYS`], as the keys it forgets leave tombstones that would otherwise
+    /// make it double once (untouched capacity costs address space, not memory).
     fn new() -> Dedup {
         Dedup {
             seeds: dedup_seeds(),
-            map: HashMap::with_capacity_and_hasher(DEDUP_KEYS + 1, Default::default()),
+            map: HashMap::with_capacity_and_hasher(2 * DEDUP_KEYS, Default::default()),
             order: VecDeque::with_capacity(DEDUP_KEYS + 1),
         }
     }
 
-    fn hash(&self, key: &str) -> u128 {
+    /// The key's 128-bit hash, as two words (16 bytes without u128's alignment).
+    fn hash(&self, key: &str) -> [u64; 2] {
         use std::hash::BuildHasher;
         let [a, b] = &self.seeds;
-        (u128::from(a.hash_one(key)) << 64) | u128::from(b.hash_one(key))
+        [a.hash_one(key), b.hash_one(key)]
     }
 
     fn get(&self, key: &str) -> Option<u64> {
