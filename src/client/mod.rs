@@ -511,21 +511,16 @@ struct Outgoing {
 
 /// The event's JSON as a `publish` frame carries it, written by hand: the same bytes
 /// serde writes for the `event` of [`ClientFrame::Publish`] (fields in the order
-/// topic, type, source, key, data; absent options left out), except that `raw_data`,
-/// when given, is spliced in as the data instead of `event.data`.
-fn event_json(event: &NewEvent, raw_data: Option<RawJson<'_>>) -> String {
-    let data_len = raw_data.map_or(16, |r| r.as_str().len());
-    let mut out = Vec::with_capacity(48 + event.topic.len() + data_len);
+/// topic, type, source, key, data; absent options left out).
+fn event_json(event: &NewEvent) -> String {
+    let mut out = Vec::with_capacity(64 + event.topic.len());
     event_head(event, &mut out);
     if let Some(key) = &event.key {
         out.extend_from_slice(br#","key":"#);
         json_str(&mut out, key);
     }
     out.extend_from_slice(br#","data":"#);
-    match raw_data {
-        Some(raw) => out.extend_from_slice(raw.as_str().as_bytes()),
-        None => serde_json::to_writer(&mut out, &event.data).expect("a value serializes"),
-    }
+    serde_json::to_writer(&mut out, &event.data).expect("a value serializes");
     out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
 }
@@ -568,6 +563,22 @@ impl EventHead {
         let mut out = Vec::with_capacity(64 + e.topic.len());
         event_head(&e, &mut out);
         Ok(EventHead(String::from_utf8(out).expect("JSON is UTF-8")))
+    }
+
+    /// The JSON of the event with this head, the key `PREFIX-N` (both plain
+    /// `[0-9a-z]`: nothing to escape) and `data` spliced in as it is.
+    fn event_json(&self, prefix: &str, n: &str, data: RawJson<'_>) -> String {
+        let data = data.as_str();
+        let mut e = String::with_capacity(self.0.len() + prefix.len() + n.len() + 20 + data.len());
+        e.push_str(&self.0);
+        e.push_str(r#","key":""#);
+        e.push_str(prefix);
+        e.push('-');
+        e.push_str(n);
+        e.push_str(r#"","data":"#);
+        e.push_str(data);
+        e.push('}');
+        e
     }
 }
 
@@ -645,40 +656,18 @@ impl Publisher {
     /// # Errors
     /// [`ClientError::InvalidEvent`] (nothing is sent), or the error that made the
     /// publisher give up earlier.
-    pub async fn send(&self, event: NewEvent) -> Result<Ticket, ClientError> {
-        self.send_inner(event, None).await
-    }
-
-    /// [`send`](Publisher::send) with `data` as the event's data, sent as the text it
-    /// is (`event.data` is ignored). For data that arrives as JSON text (a `hub-emit
-    /// --lines` line): no tree is built and no JSON is written again.
-    ///
-    /// # Errors
-    /// As [`send`](Publisher::send).
-    pub async fn send_with_data(
-        &self,
-        event: NewEvent,
-        data: RawJson<'_>,
-    ) -> Result<Ticket, ClientError> {
-        self.send_inner(event, Some(data)).await
-    }
-
-    async fn send_inner(
-        &self,
-        mut event: NewEvent,
-        raw_data: Option<RawJson<'_>>,
-    ) -> Result<Ticket, ClientError> {
+    pub async fn send(&self, mut event: NewEvent) -> Result<Ticket, ClientError> {
         event.validate()?;
         if event.key.is_none() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             event.key = Some(format!("{}-{n}", self.key_prefix));
         }
-        self.enqueue(event_json(&event, raw_data)).await
+        self.enqueue(event_json(&event)).await
     }
 
-    /// [`send_with_data`](Publisher::send_with_data) for an event made of `head`, a
-    /// key of this publisher's and `data`: one allocation per event, nothing to check
-    /// or escape again (`hub-emit --lines`).
+    /// [`send`](Publisher::send) for an event made of `head`, a key of this
+    /// publisher's and `data`, sent as the JSON text it is: one allocation per event,
+    /// no tree built, nothing checked or escaped again (`hub-emit --lines`).
     ///
     /// # Errors
     /// The error that made the publisher give up earlier.
@@ -688,19 +677,9 @@ impl Publisher {
         data: RawJson<'_>,
     ) -> Result<Ticket, ClientError> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let data = data.as_str();
-        let mut event =
-            String::with_capacity(head.0.len() + self.key_prefix.len() + 40 + data.len());
-        event.push_str(&head.0);
-        // The prefix is [0-9a-z]: nothing to escape.
-        event.push_str(r#","key":""#);
-        event.push_str(&self.key_prefix);
-        event.push('-');
-        event.push_str(itoa::Buffer::new().format(n));
-        event.push_str(r#"","data":"#);
-        event.push_str(data);
-        event.push('}');
-        self.enqueue(event).await
+        let mut key = itoa::Buffer::new();
+        self.enqueue(head.event_json(&self.key_prefix, key.format(n), data))
+            .await
     }
 
     /// Queues an encoded event for the publisher task. The event is encoded on the
@@ -1608,26 +1587,35 @@ mod tests {
                 event: ev.clone(),
             })
             .unwrap();
-            assert_eq!(publish_frame(7, &event_json(&ev, None)), want);
-            // Raw data is spliced in as it is, and the frame parses back to the event.
+            assert_eq!(publish_frame(7, &event_json(&ev)), want);
+            // The same event from a head, a key and raw data spliced in as it is
+            // (hub-emit --lines): the same bytes, and the frame parses back to it.
+            let mut keyed = ev.clone();
+            keyed.key = Some("p0-17".into());
+            let want = serde_json::to_string(&ClientFrame::Publish {
+                req: Some(7.into()),
+                event: keyed.clone(),
+            })
+            .unwrap();
             let raw_text = serde_json::to_string(&ev.data).unwrap();
             let raw = RawJson::new(&raw_text).unwrap();
-            assert_eq!(publish_frame(7, &event_json(&ev, Some(raw))), want);
-            let parsed =
-                ClientFrame::parse(&publish_frame(9, &event_json(&ev, Some(raw)))).unwrap();
+            let headed = EventHead::new(&ev).unwrap().event_json("p0", "17", raw);
+            assert_eq!(publish_frame(7, &headed), want);
+            let parsed = ClientFrame::parse(&publish_frame(9, &headed)).unwrap();
             assert_eq!(
                 parsed,
                 ClientFrame::Publish {
                     req: Some(9.into()),
-                    event: ev.into()
+                    event: keyed.into()
                 }
             );
         }
         let spaced = RawJson::new(r#"{"a": [1, 2]}"#).unwrap();
-        let f = publish_frame(1, &event_json(&NewEvent::new("t"), Some(spaced)));
+        let head = EventHead::new(&NewEvent::new("t")).unwrap();
+        let f = publish_frame(1, &head.event_json("p", "1", spaced));
         assert_eq!(
             f,
-            r#"{"type":"publish","req":1,"event":{"topic":"t","data":{"a": [1, 2]}}}"#
+            r#"{"type":"publish","req":1,"event":{"topic":"t","key":"p-1","data":{"a": [1, 2]}}}"#
         );
         for bad in ["", "{", "{} {}", "[1,]", "1e999", r#""\ud800""#] {
             assert!(RawJson::new(bad).is_err(), "{bad}");

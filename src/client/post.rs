@@ -76,7 +76,7 @@ pub async fn publish_once(
         })?),
         None => None,
     };
-    let body = Bytes::from(event_json(&event, None));
+    let body = Bytes::from(event_json(&event));
     super::with_retry(
         &url,
         opts.timeout,
