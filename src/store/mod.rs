@@ -164,12 +164,11 @@ impl Dedup {
         [a.hash_one(key), b.hash_one(key)]
     }
 
-    fn get(&self, key: &str) -> Option<u64> {
-        self.map.get(&self.hash(key)).copied()
+    fn get(&self, hash: [u64; 2]) -> Option<u64> {
+        self.map.get(&hash).copied()
     }
 
-    fn insert(&mut self, key: &str, id: u64) {
-        let h = self.hash(key);
+    fn insert(&mut self, h: [u64; 2], id: u64) {
         self.map.insert(h, id);
         self.order.push_back(h);
         while self.order.len() > DEDUP_KEYS {
@@ -266,7 +265,7 @@ impl Log {
         rec.segments = segments.len();
         let mut dedup = Dedup::new();
         for (k, id) in keys {
-            dedup.insert(&k, id);
+            dedup.insert(dedup.hash(&k), id);
         }
         let (mut total_events, mut total_bytes) = (0, 0);
         for s in &segments {
@@ -320,14 +319,15 @@ impl Log {
             Stored(u64),
             /// Repeats the key of the event at this index of the batch.
             SameKey(usize),
-            New,
+            /// New, with its key's hash if it has a key.
+            New(Option<[u64; 2]>),
         }
         let mut inner = self.inner.lock().unwrap();
         let inner = &mut *inner;
         let slots: Vec<Slot> = {
-            // Key → index of its first event in this batch (only needed when the
-            // batch has several events).
-            let mut first: HashMap<&str, usize, foldhash::fast::RandomState> =
+            // Key hash → index of its first event in this batch (only needed when
+            // the batch has several events).
+            let mut first: HashMap<[u64; 2], usize, foldhash::fast::RandomState> =
                 HashMap::with_capacity_and_hasher(
                     if batch.len() > 1 { batch.len() } else { 0 },
                     Default::default(),
@@ -335,21 +335,24 @@ impl Log {
             batch
                 .iter()
                 .enumerate()
-                .map(|(i, new)| match new.key.as_deref() {
-                    None => Slot::New,
-                    Some(k) => match inner.dedup.get(k) {
+                .map(|(i, new)| {
+                    let Some(k) = new.key.as_deref() else {
+                        return Slot::New(None);
+                    };
+                    let h = inner.dedup.hash(k);
+                    match inner.dedup.get(h) {
                         Some(id) => Slot::Stored(id),
-                        None if batch.len() == 1 => Slot::New,
-                        None => match first.entry(k) {
+                        None if batch.len() == 1 => Slot::New(Some(h)),
+                        None => match first.entry(h) {
                             std::collections::hash_map::Entry::Occupied(e) => {
                                 Slot::SameKey(*e.get())
                             }
                             std::collections::hash_map::Entry::Vacant(e) => {
                                 e.insert(i);
-                                Slot::New
+                                Slot::New(Some(h))
                             }
                         },
-                    },
+                    }
                 })
                 .collect()
         };
@@ -357,11 +360,13 @@ impl Log {
         buf.clear();
         let mut recs: Vec<(u64, u64, u32)> = Vec::with_capacity(slots.len());
         let mut stored: Vec<Arc<StoredEvent>> = Vec::with_capacity(slots.len());
+        // Hashes of the keys stored, with their ids: remembered once the batch is written.
+        let mut keyed: Vec<([u64; 2], u64)> = Vec::with_capacity(slots.len());
         let mut id = inner.next_id;
         let mut out: Vec<Appended> = Vec::with_capacity(slots.len());
         let ts_text = crate::event::format_ts(ts);
         for (inc, slot) in batch.into_iter().zip(slots) {
-            match slot {
+            let hash = match slot {
                 Slot::Stored(id) => {
                     out.push(Appended::Duplicate(id));
                     continue;
@@ -377,8 +382,8 @@ impl Log {
                     out.push(a);
                     continue;
                 }
-                Slot::New => {}
-            }
+                Slot::New(hash) => hash,
+            };
             let s = StoredEvent::encode(inc, id, ts, &ts_text);
             if s.json.len() > max_event_bytes {
                 // A refused event gives its id back, so ids stay consecutive.
@@ -396,6 +401,9 @@ impl Log {
             let s = Arc::new(s);
             out.push(Appended::New(s.clone()));
             stored.push(s);
+            if let Some(h) = hash {
+                keyed.push((h, id));
+            }
             id += 1;
         }
         if stored.is_empty() {
@@ -413,10 +421,10 @@ impl Log {
         inner.next_id = id;
         inner.total_events += recs.len() as u64;
         inner.total_bytes += recs.iter().map(|r| r.2 as u64).sum::<u64>();
+        for (h, id) in keyed {
+            inner.dedup.insert(h, id);
+        }
         for s in &stored {
-            if let Some(k) = s.key() {
-                inner.dedup.insert(k, s.id());
-            }
             inner.cache.push_back(s.clone());
         }
         while inner.cache.len() > self.cfg.cache_events {
