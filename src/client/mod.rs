@@ -482,7 +482,7 @@ pub struct Publisher {
 }
 
 /// JSON text known to be exactly one valid JSON value, to be sent as it is (see
-/// [`Publisher::send_with_data`]): a line that is already a JSON object is checked,
+/// [`Publisher::send_with_head`]): a line that is already a JSON object is checked,
 /// not parsed into a tree and written out again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawJson<'a>(&'a str);
