@@ -131,12 +131,23 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A topic pattern that needs no glob engine.
+#[derive(Debug, Clone)]
+enum Plain {
+    Exact(String),
+    /// `PREFIX*`.
+    Prefix(String),
+}
+
 /// Topic patterns (OR), types (OR) and filters (AND) of one subscription.
 #[derive(Debug, Clone)]
 pub struct Matcher {
+    /// Patterns that are a literal, or a literal and one trailing `*`: the common
+    /// cases, compared as strings (the glob engine costs more than the rest of
+    /// matching an event).
+    plain: Vec<Plain>,
+    /// The other patterns.
     topics: Option<GlobSet>,
-    /// Exact topics need no glob engine; most subscriptions name one topic.
-    exact: Option<String>,
     types: Vec<String>,
     filters: Vec<Filter>,
 }
@@ -148,14 +159,20 @@ impl Matcher {
         types: &[String],
         filters: &[String],
     ) -> Result<Self, MatchError> {
-        let mut exact = None;
+        let mut plain = Vec::new();
         let mut set = None;
         let is_glob = |p: &str| p.contains(['*', '?', '[', ']', '{', '}', '\\']);
-        if topics.len() == 1 && !is_glob(&topics[0]) {
-            exact = Some(topics[0].clone());
-        } else if !topics.is_empty() && !topics.iter().any(|t| t == "*") {
-            let mut b = GlobSetBuilder::new();
+        if !topics.is_empty() && !topics.iter().any(|t| t == "*") {
+            let mut globs = Vec::new();
             for p in topics {
+                match p.strip_suffix('*') {
+                    _ if !is_glob(p) => plain.push(Plain::Exact(p.clone())),
+                    Some(prefix) if !is_glob(prefix) => plain.push(Plain::Prefix(prefix.into())),
+                    _ => globs.push(p),
+                }
+            }
+            let mut b = GlobSetBuilder::new();
+            for p in globs.iter().copied() {
                 let glob = GlobBuilder::new(p)
                     .literal_separator(false)
                     .backslash_escape(true)
@@ -166,18 +183,20 @@ impl Matcher {
                     })?;
                 b.add(glob);
             }
-            set = Some(b.build().map_err(|e| MatchError::Pattern {
-                pattern: topics.join(" "),
-                reason: e.to_string(),
-            })?);
+            if !globs.is_empty() {
+                set = Some(b.build().map_err(|e| MatchError::Pattern {
+                    pattern: topics.join(" "),
+                    reason: e.to_string(),
+                })?);
+            }
         }
         let filters = filters
             .iter()
             .map(|f| f.parse())
             .collect::<Result<Vec<Filter>, _>>()?;
         Ok(Matcher {
+            plain,
             topics: set,
-            exact,
             types: types.to_vec(),
             filters,
         })
@@ -186,8 +205,8 @@ impl Matcher {
     /// A matcher that takes every event.
     pub fn all() -> Self {
         Matcher {
+            plain: Vec::new(),
             topics: None,
-            exact: None,
             types: Vec::new(),
             filters: Vec::new(),
         }
@@ -196,20 +215,20 @@ impl Matcher {
     /// True when this matcher takes every event.
     pub fn is_all(&self) -> bool {
         self.topics.is_none()
-            && self.exact.is_none()
+            && self.plain.is_empty()
             && self.types.is_empty()
             && self.filters.is_empty()
     }
 
     /// True when the event's topic matches (ignoring types and filters).
     pub fn matches_topic(&self, topic: &str) -> bool {
-        if let Some(e) = &self.exact {
-            return e == topic;
+        if self.plain.is_empty() && self.topics.is_none() {
+            return true;
         }
-        match &self.topics {
-            Some(set) => set.is_match(topic),
-            None => true,
-        }
+        self.plain.iter().any(|p| match p {
+            Plain::Exact(t) => t == topic,
+            Plain::Prefix(pre) => topic.starts_with(pre.as_str()),
+        }) || self.topics.as_ref().is_some_and(|set| set.is_match(topic))
     }
 
     pub fn matches<E: Fields + ?Sized>(&self, ev: &E) -> bool {
@@ -260,6 +279,31 @@ mod tests {
         );
         // * crosses ':' and '/'
         assert!(m(&["a*"], &[]).matches(&ev("a:b/c:d", "x", json!({}))));
+    }
+
+    /// Literals and `PREFIX*` are compared as strings, the rest goes to the glob
+    /// engine: mixed in one subscription they still OR, and an escaped `*` stays
+    /// literal.
+    #[test]
+    fn plain_patterns_and_globs_mix() {
+        let mixed = m(&["task:build-42", "log:*", "*:deploy?"], &[]);
+        for (topic, want) in [
+            ("task:build-42", true),
+            ("task:build-4", false),
+            ("task:build-421", false),
+            ("log:", true),
+            ("log:nginx/access", true),
+            ("lo", false),
+            ("ci:deploy1", true),
+            ("ci:deploy", false),
+        ] {
+            assert_eq!(mixed.matches(&ev(topic, "x", json!({}))), want, "{topic}");
+        }
+        let escaped = m(&[r"a\*"], &[]);
+        assert!(escaped.matches(&ev("a*", "x", json!({}))));
+        assert!(!escaped.matches(&ev("ab", "x", json!({}))));
+        assert!(m(&["a*", "b"], &[]).matches(&ev("b", "x", json!({}))));
+        assert!(!m(&["a*", "b"], &[]).is_all());
     }
 
     #[test]
