@@ -142,7 +142,8 @@ struct Inner {
 struct Dedup {
     seeds: [foldhash::quality::SeedableRandomState; 2],
     map: HashMap<[u64; 2], u64, foldhash::fast::RandomState>,
-    order: VecDeque<[u64; 2]>,
+    /// Each remembered hash with the id it was stored under, oldest first.
+    order: VecDeque<([u64; 2], u64)>,
 }
 
 impl Dedup {
@@ -170,12 +171,14 @@ impl Dedup {
 
     fn insert(&mut self, h: [u64; 2], id: u64) {
         self.map.insert(h, id);
-        self.order.push_back(h);
+        self.order.push_back((h, id));
         while self.order.len() > DEDUP_KEYS {
-            if let Some(old) = self.order.pop_front()
-                && self.map.get(&old).is_some_and(|&i| i < id)
+            // Forget the oldest, unless its key was stored again since (one lookup).
+            if let Some((old, old_id)) = self.order.pop_front()
+                && let std::collections::hash_map::Entry::Occupied(e) = self.map.entry(old)
+                && *e.get() == old_id
             {
-                self.map.remove(&old);
+                e.remove();
             }
         }
     }
@@ -675,6 +678,33 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&r), ["dup9", "new104"]);
         assert_eq!(read_ids(&log, 95), (96..=104).collect::<Vec<_>>());
+    }
+
+    /// The oldest key is forgotten once DEDUP_KEYS newer ones are held, but not
+    /// while the same key was stored again later (a log may hold a key twice, far
+    /// apart, and reopening inserts both).
+    #[test]
+    fn dedup_forgets_the_oldest_key_unless_stored_again() {
+        let mut d = Dedup::new();
+        let h: Vec<[u64; 2]> = (0..DEDUP_KEYS + 2)
+            .map(|i| d.hash(&format!("k{i}")))
+            .collect();
+        d.insert(h[0], 1);
+        d.insert(h[1], 2);
+        d.insert(h[0], 3);
+        for (i, &k) in h.iter().enumerate().take(DEDUP_KEYS).skip(2) {
+            d.insert(k, i as u64 + 2);
+        }
+        // One over: the first entry of h[0] left the window, its later one did not.
+        assert_eq!(d.get(h[0]), Some(3));
+        assert_eq!(d.get(h[1]), Some(2));
+        d.insert(h[DEDUP_KEYS], DEDUP_KEYS as u64 + 2);
+        assert_eq!(d.get(h[1]), None);
+        assert_eq!(d.get(h[0]), Some(3));
+        d.insert(h[DEDUP_KEYS + 1], DEDUP_KEYS as u64 + 3);
+        assert_eq!(d.get(h[0]), None);
+        assert_eq!(d.get(h[2]), Some(4));
+        assert_eq!(d.map.len(), DEDUP_KEYS);
     }
 
     #[test]
