@@ -7,10 +7,11 @@
 //! `hub-emit` gets its ack sooner). Otherwise it is queued for the writer thread,
 //! which takes every request queued while it was busy and writes them as one batch
 //! (one fsync with `--fsync always`, which always goes through the writer: group
-//! commit), then fans the new events out and answers the publishers. Fan-out
-//! `try_send`s each event, shared behind an `Arc` with its one JSON encoding, into
-//! each live subscriber's bounded outbox; a full outbox turns that subscriber to
-//! catch-up from the log (see [`subscription`]) instead of slowing anyone.
+//! commit), then fans the new events out and answers the publishers. Fan-out hands
+//! each live subscriber the batch's new events it matches as one message (the
+//! events shared behind `Arc`s, each with its one JSON encoding); a subscriber whose
+//! outbox already holds its capacity is turned to catch-up from the log (see
+//! [`subscription`]) instead of slowing anyone.
 //!
 //! A housekeeping thread fsyncs (`--fsync batch`, every 100 ms), applies
 //! `--retain-age` and saves durable cursors.
@@ -92,7 +93,11 @@ pub struct SubscribeSpec {
 
 pub(crate) struct Entry {
     matcher: Arc<Matcher>,
-    tx: mpsc::Sender<Arc<crate::event::StoredEvent>>,
+    tx: mpsc::UnboundedSender<subscription::Chunk>,
+    /// Events in the subscriber's outbox; it takes no more once this reaches
+    /// `capacity` (so it holds at most `capacity` plus one batch).
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     live: Arc<AtomicBool>,
 }
 
@@ -335,24 +340,35 @@ impl Broker {
         if last == 0 {
             return;
         }
+        let new: Arc<[Arc<crate::event::StoredEvent>]> = outcomes
+            .iter()
+            .filter_map(|a| match a {
+                Appended::New(ev) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect();
         let mut reg = self.shared.registry.lock().unwrap();
         reg.fanned = last;
-        let mut published = 0;
-        for a in outcomes {
-            let Appended::New(ev) = a else { continue };
-            published += 1;
-            for e in reg.entries.values() {
-                if !e.live.load(Ordering::Relaxed) || !e.matcher.matches(ev.as_ref()) {
-                    continue;
-                }
-                if e.tx.try_send(ev.clone()).is_err() {
-                    // Full: this subscriber reads on from the log by itself.
-                    e.live.store(false, Ordering::Release);
-                }
+        for e in reg.entries.values() {
+            if !e.live.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(chunk) = subscription::Chunk::matching(&new, &e.matcher) else {
+                continue;
+            };
+            if e.queued.load(Ordering::Acquire) >= e.capacity {
+                // Full: this subscriber reads on from the log by itself.
+                e.live.store(false, Ordering::Release);
+                continue;
+            }
+            e.queued.fetch_add(chunk.len(), Ordering::AcqRel);
+            if e.tx.send(chunk).is_err() {
+                e.live.store(false, Ordering::Release);
             }
         }
         drop(reg);
-        st.published_total.fetch_add(published, Ordering::Relaxed);
+        st.published_total
+            .fetch_add(new.len() as u64, Ordering::Relaxed);
         self.shared.committed.send_replace(last);
     }
 
@@ -412,7 +428,7 @@ impl Broker {
         {
             self.shared.cursors.set(d, cursor);
         }
-        let (entry, rx, live) = subscription::entry(matcher.clone(), self.shared.cfg.outbox);
+        let (entry, outbox) = subscription::entry(matcher.clone(), self.shared.cfg.outbox);
         let key = {
             let mut reg = self.shared.registry.lock().unwrap();
             reg.next_key += 1;
@@ -428,8 +444,7 @@ impl Broker {
             key,
             self.clone(),
             matcher,
-            rx,
-            live,
+            outbox,
             cursor,
             committed,
         ))
@@ -714,6 +729,38 @@ mod tests {
             next[p] += 1;
         }
         assert_eq!(b.log().committed(), total);
+    }
+
+    /// One fan-out hands each subscriber the events of a batch it matches: a topic
+    /// subscriber gets only its own (none of a batch without any), in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fan_out_hands_each_subscriber_its_part_of_a_batch() {
+        let b = broker(1024, 1_000_000);
+        let spec = |t: &str| SubscribeSpec {
+            topics: vec![t.into()],
+            ..Default::default()
+        };
+        let mut odd = b.subscribe(&spec("odd")).unwrap();
+        let mut all = b.subscribe(&SubscribeSpec::default()).unwrap();
+        for s in [&mut odd, &mut all] {
+            assert!(matches!(s.next().await.unwrap(), Delivery::Live { .. }));
+        }
+        let batch = (0..10)
+            .map(|i| ev(if i % 2 == 1 { "odd" } else { "even" }, i))
+            .collect();
+        b.publish(batch).await.unwrap();
+        b.publish(vec![ev("even", 10), ev("even", 11)])
+            .await
+            .unwrap();
+        b.publish(vec![ev("odd", 12)]).await.unwrap();
+        for want in [2, 4, 6, 8, 10, 13] {
+            assert_eq!(next_event(&mut odd).await, want);
+        }
+        for want in 1..=13 {
+            assert_eq!(next_event(&mut all).await, want);
+        }
+        assert!(odd.try_next_event().is_none());
+        assert!(all.try_next_event().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

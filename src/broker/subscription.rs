@@ -7,9 +7,11 @@
 //!      └──────(its outbox was full when the broker fanned out)───┘
 //! ```
 //!
-//! The broker's fan-out never waits for a subscriber: it `try_send`s into the bounded
-//! outbox and, when that is full, flips the subscriber's `live` flag off. The
-//! subscription then drains what its outbox holds and reads on from the log at its own
+//! The broker's fan-out never waits for a subscriber: it hands each live subscriber
+//! the batch's new events as one [`Chunk`] (shared by all subscribers, with the
+//! positions this one takes), unless the subscriber's outbox already holds its
+//! capacity in events; then it flips the subscriber's `live` flag off instead. The
+//! subscription drains what its outbox holds and reads on from the log at its own
 //! pace. It rejoins live only under the registry lock, after checking that nothing was
 //! fanned out past its position, so nothing falls between the two; ids it has already
 //! delivered are dropped, so nothing comes twice. A `gap` is reported only when
@@ -20,8 +22,49 @@ use crate::event::StoredEvent;
 use crate::matching::Matcher;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
+
+/// What one fan-out hands one subscriber: the new events of a batch (one list,
+/// shared by every subscriber) and which of them this subscriber takes.
+pub(crate) struct Chunk {
+    events: Arc<[Arc<StoredEvent>]>,
+    /// Positions in `events`, ascending; `None`: all of them.
+    pick: Option<Box<[u32]>>,
+}
+
+impl Chunk {
+    /// The events of `events` that `matcher` takes, or `None` if it takes none.
+    pub(super) fn matching(events: &Arc<[Arc<StoredEvent>]>, matcher: &Matcher) -> Option<Chunk> {
+        if matcher.is_all() {
+            return Some(Chunk {
+                events: events.clone(),
+                pick: None,
+            });
+        }
+        let pick: Box<[u32]> = (0..events.len() as u32)
+            .filter(|&i| matcher.matches(events[i as usize].as_ref()))
+            .collect();
+        match pick.len() {
+            0 => None,
+            n => Some(Chunk {
+                events: events.clone(),
+                pick: (n < events.len()).then_some(pick),
+            }),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.pick.as_ref().map_or(self.events.len(), |p| p.len())
+    }
+
+    fn get(&self, i: usize) -> &Arc<StoredEvent> {
+        match &self.pick {
+            Some(p) => &self.events[p[i] as usize],
+            None => &self.events[i],
+        }
+    }
+}
 
 /// What a subscription hands its connection, in order.
 #[derive(Debug, Clone)]
@@ -52,7 +95,11 @@ pub struct Subscription {
     pub(super) key: u64,
     pub(super) broker: Broker,
     pub(super) matcher: Arc<Matcher>,
-    pub(super) rx: mpsc::Receiver<Arc<StoredEvent>>,
+    pub(super) rx: mpsc::UnboundedReceiver<Chunk>,
+    /// Events in the outbox (`rx` and `current`), as the fan-out counts them.
+    pub(super) queued: Arc<AtomicUsize>,
+    /// The chunk being delivered, and the position of its next event.
+    current: Option<(Chunk, usize)>,
     pub(super) live: Arc<AtomicBool>,
     /// The last id delivered or skipped: everything at or below it is done.
     pub(super) cursor: u64,
@@ -68,8 +115,7 @@ impl Subscription {
         key: u64,
         broker: Broker,
         matcher: Arc<Matcher>,
-        rx: mpsc::Receiver<Arc<StoredEvent>>,
-        live: Arc<AtomicBool>,
+        outbox: Outbox,
         cursor: u64,
         last_id_at_start: u64,
     ) -> Self {
@@ -77,8 +123,10 @@ impl Subscription {
             key,
             broker,
             matcher,
-            rx,
-            live,
+            rx: outbox.rx,
+            queued: outbox.queued,
+            current: None,
+            live: outbox.live,
             cursor,
             mode: Mode::CatchUp,
             announced: false,
@@ -103,30 +151,21 @@ impl Subscription {
             match self.mode {
                 Mode::CatchUp => self.catch_up_step()?,
                 Mode::Live => {
-                    let ev = match self.rx.try_recv() {
-                        Ok(ev) => ev,
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            if !self.live.load(Ordering::Acquire) {
-                                // The broker found our outbox full: read on from the log.
-                                self.mode = Mode::CatchUp;
-                                self.broker
-                                    .stats()
-                                    .lagged_total
-                                    .fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            match self.rx.recv().await {
-                                Some(ev) => ev,
-                                None => std::future::pending().await,
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            std::future::pending().await
-                        }
-                    };
-                    if ev.id() > self.cursor {
-                        self.cursor = ev.id();
+                    if let Some(ev) = self.take_live() {
                         return Ok(Delivery::Event(ev));
+                    }
+                    if !self.live.load(Ordering::Acquire) {
+                        // The broker found our outbox full: read on from the log.
+                        self.mode = Mode::CatchUp;
+                        self.broker
+                            .stats()
+                            .lagged_total
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    match self.rx.recv().await {
+                        Some(chunk) => self.current = Some((chunk, 0)),
+                        None => std::future::pending().await,
                     }
                 }
             }
@@ -147,13 +186,29 @@ impl Subscription {
         if self.mode != Mode::Live {
             return None;
         }
-        while let Ok(ev) = self.rx.try_recv() {
-            if ev.id() > self.cursor {
-                self.cursor = ev.id();
-                return Some(ev);
+        self.take_live()
+    }
+
+    /// The next live event past the cursor that the outbox holds now, if any.
+    fn take_live(&mut self) -> Option<Arc<StoredEvent>> {
+        loop {
+            if let Some((chunk, pos)) = &mut self.current {
+                while *pos < chunk.len() {
+                    let ev = chunk.get(*pos);
+                    *pos += 1;
+                    if ev.id() > self.cursor {
+                        self.cursor = ev.id();
+                        return Some(ev.clone());
+                    }
+                }
+                self.queued.fetch_sub(chunk.len(), Ordering::AcqRel);
+                self.current = None;
+            }
+            match self.rx.try_recv() {
+                Ok(chunk) => self.current = Some((chunk, 0)),
+                Err(_) => return None,
             }
         }
-        None
     }
 
     /// Reads one batch from the log into `pending`, or switches to live when there is
@@ -179,10 +234,10 @@ impl Subscription {
             return Ok(());
         }
         // Nothing more in the log: rejoin live unless the fan-out has moved past us.
+        // (The outbox is empty here: the fan-out skips a subscription that is not
+        // live, and it left live only once it had delivered all its outbox held.)
         let rejoined = self.broker.try_go_live(self.key, self.cursor, &self.live);
         if rejoined {
-            // Anything still queued predates the switch and is at or below the cursor.
-            while self.rx.try_recv().is_ok() {}
             self.mode = Mode::Live;
             if !self.announced {
                 self.announced = true;
@@ -201,20 +256,27 @@ impl Drop for Subscription {
     }
 }
 
-/// Registry entry for a new subscription and the receiving half of its outbox.
-pub(super) fn entry(
-    matcher: Arc<Matcher>,
-    capacity: usize,
-) -> (Entry, mpsc::Receiver<Arc<StoredEvent>>, Arc<AtomicBool>) {
-    let (tx, rx) = mpsc::channel(capacity);
+/// A subscription's side of its outbox.
+pub(super) struct Outbox {
+    rx: mpsc::UnboundedReceiver<Chunk>,
+    queued: Arc<AtomicUsize>,
+    live: Arc<AtomicBool>,
+}
+
+/// Registry entry for a new subscription, with an outbox of `capacity` events, and
+/// the subscription's side of it.
+pub(super) fn entry(matcher: Arc<Matcher>, capacity: usize) -> (Entry, Outbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let live = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicUsize::new(0));
     (
         Entry {
             matcher,
             tx,
+            queued: queued.clone(),
+            capacity,
             live: live.clone(),
         },
-        rx,
-        live,
+        Outbox { rx, queued, live },
     )
 }
