@@ -188,23 +188,22 @@ impl Event {
     /// machinery on the hot path.
     pub fn encode_with_ts(&self, ts: &str) -> String {
         let data = serde_json::to_string(&self.data).expect("a JSON value serializes");
-        let head = Head {
-            id: self.id,
-            ts,
+        let tail = Tail {
             topic: &self.topic,
             kind: &self.kind,
             source: self.source.as_deref(),
             key: self.key.as_deref(),
         };
-        head.encode(&data).0
+        put_stamp(tail.encode(&data).0, self.id, ts).0
     }
 }
 
-/// Everything of an encoded event but its data: the one place that writes the
-/// stored JSON form, for [`Event::encode`] and [`StoredEvent::encode`].
-struct Head<'a> {
-    id: u64,
-    ts: &'a str,
+/// Everything of an encoded event but its id, ts and data: the one place that
+/// writes the stored JSON form, for [`Event::encode`] and [`Prepared`]. The stored
+/// form is `{"id":ID,"ts":TS,` ([`put_stamp`]) followed by what [`Tail::encode`]
+/// writes, so the hub encodes that part where an event comes in and stamps it
+/// when the log assigns its id.
+struct Tail<'a> {
     topic: &'a str,
     kind: &'a str,
     source: Option<&'a str>,
@@ -221,42 +220,44 @@ struct Spans {
     data: (u32, u32),
 }
 
-impl Head<'_> {
-    /// The event's compact JSON with `data` (already compact JSON text) spliced in,
-    /// and where its fields sit in it.
+/// Room a [`Tail`] encoding keeps free for its stamp, `{"id":ID,"ts":TS,`: 20 digits
+/// of id and a 24-character ts take 58 bytes (a longer ts makes the stamp move the
+/// text once more, nothing worse).
+const STAMP_ROOM: usize = 64;
+
+/// A JSON string: copied between quotes when nothing in it needs escaping (topics
+/// and types never do; the span of the copy is returned), else through serde_json.
+fn put_str(out: &mut String, s: &str) -> Option<(u32, u32)> {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        let start = out.len() as u32;
+        out.push_str(s);
+        let end = out.len() as u32;
+        out.push('"');
+        Some((start, end))
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
+        None
+    }
+}
+
+impl Tail<'_> {
+    /// `"topic":...,"data":DATA}` with `data` (already compact JSON text) spliced
+    /// in, with room for the stamp, and where its fields sit in it.
     fn encode(&self, data: &str) -> (String, Spans) {
-        /// A JSON string: copied between quotes when nothing in it needs escaping
-        /// (topics and types never do; the span of the copy is returned), else
-        /// through serde_json.
-        fn put_str(out: &mut String, s: &str) -> Option<(u32, u32)> {
-            if s.bytes()
-                .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-            {
-                out.push('"');
-                let start = out.len() as u32;
-                out.push_str(s);
-                let end = out.len() as u32;
-                out.push('"');
-                Some((start, end))
-            } else {
-                out.push_str(&serde_json::to_string(s).expect("a string serializes"));
-                None
-            }
-        }
         let opt = |o: Option<&str>| o.map_or(0, |s| s.len() + 12);
         let mut out = String::with_capacity(
-            64 + self.ts.len()
+            STAMP_ROOM
+                + 40
                 + self.topic.len()
                 + self.kind.len()
                 + opt(self.source)
                 + opt(self.key)
                 + data.len(),
         );
-        out.push_str("{\"id\":");
-        out.push_str(itoa::Buffer::new().format(self.id));
-        out.push_str(",\"ts\":");
-        put_str(&mut out, self.ts);
-        out.push_str(",\"topic\":");
+        out.push_str("\"topic\":");
         let topic = put_str(&mut out, self.topic);
         out.push_str(",\"type\":");
         let kind = put_str(&mut out, self.kind);
@@ -281,6 +282,38 @@ impl Head<'_> {
             data: (start, end),
         };
         (out, spans)
+    }
+}
+
+/// Puts the stamp `{"id":ID,"ts":TS,` in front of an encoded tail, in its spare
+/// room (no allocation); returns the event's JSON and the stamp's length.
+fn put_stamp(mut tail: String, id: u64, ts: &str) -> (String, usize) {
+    let mut idb = itoa::Buffer::new();
+    let id = idb.format(id).as_bytes();
+    // `ts` is one this hub formatted (RFC 3339: nothing to escape): assembled on the
+    // stack. Anything else goes through the general path.
+    let mut pre = [0u8; STAMP_ROOM];
+    let parts: [&[u8]; 5] = [b"{\"id\":", id, b",\"ts\":\"", ts.as_bytes(), b"\","];
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let plain = ts.bytes().all(|b| b > b'"' && b != b'\\' && b < 0x7f);
+    if len <= STAMP_ROOM && plain {
+        let mut at = 0;
+        for p in parts {
+            pre[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        let pre = std::str::from_utf8(&pre[..len]).expect("ASCII");
+        tail.insert_str(0, pre);
+        (tail, len)
+    } else {
+        let mut p = String::with_capacity(STAMP_ROOM);
+        p.push_str("{\"id\":");
+        p.push_str(std::str::from_utf8(id).expect("digits"));
+        p.push_str(",\"ts\":");
+        put_str(&mut p, ts);
+        p.push(',');
+        tail.insert_str(0, &p);
+        (tail, p.len())
     }
 }
 
@@ -383,19 +416,26 @@ impl IncomingEvent {
         }
     }
 
+    /// This event as a [`RawEvent`] (borrowing it).
+    pub fn as_raw(&self) -> RawEvent<'_> {
+        fn b(s: &Option<String>) -> Option<CowStr<'_>> {
+            s.as_deref().map(|s| CowStr(Cow::Borrowed(s)))
+        }
+        RawEvent {
+            topic: CowStr(Cow::Borrowed(&self.topic)),
+            kind: b(&self.kind),
+            source: b(&self.source),
+            key: b(&self.key),
+            data: self.data.as_deref(),
+            _id: None,
+            _ts: None,
+        }
+    }
+
     /// Checks topic, type, source and key, as [`NewEvent::validate`], and that the
     /// data can be decoded (a raw value may hold numbers a `Value` cannot).
     pub fn validate(&self) -> Result<(), EventError> {
-        validate_fields(
-            &self.topic,
-            self.kind(),
-            self.source.as_deref(),
-            self.key.as_deref(),
-        )?;
-        if let Some(d) = &self.data {
-            check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;
-        }
-        Ok(())
+        self.as_raw().validate()
     }
 
     /// Parses one event object from JSON text, with a message fit for a user.
@@ -409,9 +449,163 @@ impl IncomingEvent {
     /// The encoded size this event will have once stored, with the widest id: an
     /// upper bound, so a body can be checked whole before anything is stored.
     pub fn max_encoded_len(&self) -> usize {
-        StoredEvent::encode(self.clone(), u64::MAX, 0, &format_ts(0))
-            .json
-            .len()
+        self.as_raw().prepare().max_encoded_len()
+    }
+}
+
+impl From<IncomingEvent> for Prepared {
+    /// Encodes the event as it is (check it first with [`IncomingEvent::validate`]).
+    fn from(inc: IncomingEvent) -> Prepared {
+        inc.as_raw().prepare()
+    }
+}
+
+/// A string read from JSON, borrowed from the text when it had no escapes. (serde
+/// borrows a `Cow<str>` field, but not one inside an `Option`.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct CowStr<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An event as a publisher sent it, read in place from the frame or body it came in
+/// (strings borrowed unless escaped, `data` as its raw JSON text): no allocation for
+/// a plain event. The hub checks it ([`RawEvent::validate`]) and encodes it
+/// ([`RawEvent::prepare`]) on the connection that received it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent<'a> {
+    #[serde(borrow)]
+    pub topic: CowStr<'a>,
+    #[serde(rename = "type", default, borrow)]
+    pub kind: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    pub source: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    pub key: Option<CowStr<'a>>,
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+    /// `id` and `ts` of a re-published event are accepted and ignored.
+    #[serde(default, rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "ts")]
+    _ts: Option<serde::de::IgnoredAny>,
+}
+
+impl PartialEq for RawEvent<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        // No data is `null` data, as stored.
+        let data = |e: &Self| {
+            e.data
+                .map_or(Cow::Borrowed("null"), |d| compact_json(d.get()))
+        };
+        self.topic == o.topic
+            && self.kind == o.kind
+            && self.source == o.source
+            && self.key == o.key
+            && data(self) == data(o)
+    }
+}
+
+impl RawEvent<'_> {
+    /// The type, or [`DEFAULT_TYPE`].
+    pub fn kind(&self) -> &str {
+        self.kind.as_ref().map_or(DEFAULT_TYPE, |k| &k.0)
+    }
+
+    fn opt<'s>(s: &'s Option<CowStr<'_>>) -> Option<&'s str> {
+        s.as_ref().map(|s| &*s.0)
+    }
+
+    /// Checks topic, type, source and key, as [`NewEvent::validate`], and that the
+    /// data can be decoded (a raw value may hold numbers a `Value` cannot).
+    pub fn validate(&self) -> Result<(), EventError> {
+        validate_fields(
+            &self.topic.0,
+            self.kind(),
+            Self::opt(&self.source),
+            Self::opt(&self.key),
+        )?;
+        if let Some(d) = &self.data {
+            check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the event, all but its stamp (check it first with
+    /// [`validate`](RawEvent::validate)).
+    pub fn prepare(&self) -> Prepared {
+        let data = match self.data {
+            Some(d) => compact_json(d.get()),
+            None => Cow::Borrowed("null"),
+        };
+        let (topic, kind) = (&*self.topic.0, self.kind());
+        let (source, key) = (Self::opt(&self.source), Self::opt(&self.key));
+        let (tail, at) = Tail {
+            topic,
+            kind,
+            source,
+            key,
+        }
+        .encode(&data);
+        Prepared {
+            tail,
+            topic: Text::new(at.topic, topic),
+            kind: Text::new(at.kind, kind),
+            source: source.map(|v| Text::new(at.source, v)),
+            key: key.map(|v| Text::new(at.key, v)),
+            data_at: at.data,
+        }
+    }
+}
+
+/// An event checked and encoded where it came in, all but the stamp
+/// (`{"id":ID,"ts":TS,`) that only the log can give it: the log's writer puts the
+/// stamp in front ([`StoredEvent::stamp`]), in room kept for it, and is done.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// `"topic":...,"data":DATA}`, with spare capacity for the stamp.
+    tail: String,
+    topic: Text,
+    kind: Text,
+    source: Option<Text>,
+    key: Option<Text>,
+    data_at: (u32, u32),
+}
+
+impl Prepared {
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_ref().map(|t| t.get(&self.tail))
+    }
+
+    pub fn kind(&self) -> &str {
+        self.kind.get(&self.tail)
+    }
+
+    /// The size of the stored encoding with the widest id: an upper bound, so a
+    /// body can be checked whole before anything is stored.
+    pub fn max_encoded_len(&self) -> usize {
+        // `{"id":` 20 digits `,"ts":"` 24 characters `",`
+        6 + 20 + 7 + 24 + 2 + self.tail.len()
     }
 }
 
@@ -597,6 +791,14 @@ impl Text {
         }
     }
 
+    /// The same field in a text with `n` bytes put in front.
+    fn shifted(self, n: usize) -> Text {
+        match self {
+            Text::At(a, b) => Text::At(a + n as u32, b + n as u32),
+            owned => owned,
+        }
+    }
+
     fn get<'a>(&'a self, json: &'a str) -> &'a str {
         match self {
             Text::At(a, b) => &json[*a as usize..*b as usize],
@@ -667,26 +869,22 @@ impl StoredEvent {
     /// Stamps an incoming event with its id and receive time (`ts_text` is `ts`
     /// formatted, once per batch) and encodes it, once.
     pub fn encode(inc: IncomingEvent, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
-        let data = inc.data_json();
-        let kind = inc.kind();
-        let head = Head {
-            id,
-            ts: ts_text,
-            topic: &inc.topic,
-            kind,
-            source: inc.source.as_deref(),
-            key: inc.key.as_deref(),
-        };
-        let (json, at) = head.encode(&data);
+        StoredEvent::stamp(inc.into(), id, ts, ts_text)
+    }
+
+    /// Gives a prepared event its id and receive time (`ts_text` is `ts` formatted,
+    /// once per batch): the stamp goes in front of its encoding, in place.
+    pub fn stamp(p: Prepared, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
+        let (json, n) = put_stamp(p.tail, id, ts_text);
         StoredEvent {
             id,
             ts,
-            topic: Text::new(at.topic, &inc.topic),
-            kind: Text::new(at.kind, kind),
-            source: inc.source.as_deref().map(|v| Text::new(at.source, v)),
-            key: inc.key.as_deref().map(|v| Text::new(at.key, v)),
+            topic: p.topic.shifted(n),
+            kind: p.kind.shifted(n),
+            source: p.source.map(|t| t.shifted(n)),
+            key: p.key.map(|t| t.shifted(n)),
             json,
-            data_at: at.data,
+            data_at: (p.data_at.0 + n as u32, p.data_at.1 + n as u32),
             data: OnceLock::new(),
         }
     }
@@ -896,6 +1094,36 @@ mod tests {
         // Spaces inside strings only: compact already.
         assert!(matches!(compact_json("{\"a\":\"x y\"}"), Cow::Borrowed(_)));
         assert_eq!(compact_json("{\"a\":\"x y\"}\n"), "{\"a\":\"x y\"}");
+    }
+
+    /// A raw event read in place, prepared and stamped: the stamp goes in front in
+    /// place (this hub's ts), or through the general path (a ts too long for the
+    /// room, or one to escape); fields and data read back the same either way.
+    #[test]
+    fn prepared_events_stamp_in_place_or_not() {
+        let text = r#"{"topic":"a:b","key":"k\"1","source":"h","data":{"x": 1}}"#;
+        let raw: RawEvent<'_> = serde_json::from_str(text).unwrap();
+        raw.validate().unwrap();
+        assert!(matches!(raw.topic.0, Cow::Borrowed(_)));
+        let p = raw.prepare();
+        assert_eq!((p.key(), p.kind()), (Some("k\"1"), "message"));
+        for ts in [format_ts(1_795_300_200_123), "x".repeat(80), "a\"b".into()] {
+            let s = StoredEvent::stamp(p.clone(), u64::MAX, 7, &ts);
+            let v: Value = serde_json::from_str(&s.json).unwrap();
+            assert_eq!(v["id"], u64::MAX);
+            assert_eq!(v["ts"], ts.as_str());
+            assert_eq!(v["key"], "k\"1");
+            assert_eq!(v["data"], json!({"x": 1}));
+            assert_eq!(
+                (s.topic(), s.kind(), s.source()),
+                ("a:b", "message", Some("h"))
+            );
+            assert_eq!(s.key(), Some("k\"1"));
+            assert_eq!(s.data_json(), r#"{"x":1}"#);
+            if ts.len() == 24 {
+                assert_eq!(s.json.len(), p.max_encoded_len());
+            }
+        }
     }
 
     #[test]

@@ -34,12 +34,12 @@
 //!   `{"type":"events","sub":"s1","events":[...]}` frame (see [`events_frame`]);
 //!   `hub-sub` asks for it when the hub sends `X-Hub-Max-Frame`.
 
-use crate::event::{IncomingEvent, NewEvent};
+use crate::event::{NewEvent, RawEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A frame a client sends. `E` is the event of a `publish`: clients build
-/// [`NewEvent`]s; the hub reads [`IncomingEvent`]s, whose data stays raw JSON.
+/// [`NewEvent`]s; the hub reads [`RawEvent`]s, read in place from the frame's text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame<E = NewEvent> {
@@ -85,7 +85,7 @@ pub enum ClientFrame<E = NewEvent> {
     Ping,
 }
 
-impl ClientFrame<IncomingEvent> {
+impl<'a> ClientFrame<RawEvent<'a>> {
     /// Parses a client frame, as the hub does.
     ///
     /// Same result as `serde_json::from_str::<ClientFrame>`, but without serde's
@@ -94,8 +94,8 @@ impl ClientFrame<IncomingEvent> {
     ///
     /// # Errors
     /// The text is not JSON, not a known frame, or has a field that frame does not take.
-    pub fn parse(text: &str) -> Result<ClientFrame<IncomingEvent>, String> {
-        let f: FlatFrame = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, String> {
+        let f: FlatFrame<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let kind = f.kind.as_str();
         let allowed: &[&str] = match kind {
             "subscribe" => &[
@@ -169,7 +169,7 @@ impl ClientFrame<IncomingEvent> {
 /// Every field any client frame may have; see [`ClientFrame::parse`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FlatFrame {
+struct FlatFrame<'a> {
     #[serde(rename = "type")]
     kind: String,
     sub: Option<String>,
@@ -182,8 +182,10 @@ struct FlatFrame {
     durable: Option<String>,
     batch: Option<bool>,
     req: Option<Value>,
-    event: Option<IncomingEvent>,
-    events: Option<Vec<IncomingEvent>>,
+    #[serde(borrow)]
+    event: Option<RawEvent<'a>>,
+    #[serde(borrow)]
+    events: Option<Vec<RawEvent<'a>>>,
     id: Option<u64>,
 }
 
@@ -458,6 +460,7 @@ pub mod close {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::IncomingEvent;
     use serde_json::json;
 
     #[test]
@@ -510,10 +513,15 @@ mod tests {
         ] {
             let a = ClientFrame::parse(text).unwrap();
             // serde's tag buffering cannot hold raw values: compare with NewEvent.
-            let b = match serde_json::from_str::<ClientFrame>(text).unwrap() {
-                ClientFrame::Publish { req, event } => ClientFrame::Publish {
+            let new = serde_json::from_str::<ClientFrame>(text).unwrap();
+            let inc: Option<IncomingEvent> = match &new {
+                ClientFrame::Publish { event, .. } => Some(event.clone().into()),
+                _ => None,
+            };
+            let b = match new {
+                ClientFrame::Publish { req, .. } => ClientFrame::Publish {
                     req,
-                    event: event.into(),
+                    event: inc.as_ref().unwrap().as_raw(),
                 },
                 ClientFrame::Subscribe {
                     sub,
@@ -640,7 +648,7 @@ mod tests {
         match ClientFrame::parse(&text).unwrap() {
             ClientFrame::PublishBatch { req, events } => {
                 assert_eq!(req, Some(json!(8)));
-                let topics: Vec<_> = events.iter().map(|e| e.topic.as_str()).collect();
+                let topics: Vec<_> = events.iter().map(|e| &*e.topic.0).collect();
                 assert_eq!(topics, ["a", "b"]);
             }
             other => panic!("{other:?}"),

@@ -20,7 +20,7 @@ pub mod cursors;
 pub mod subscription;
 pub mod tasks;
 
-use crate::event::{EventError, IncomingEvent, now_millis};
+use crate::event::{EventError, Prepared, now_millis};
 use crate::matching::{MatchError, Matcher};
 use crate::store::{Appended, Log, Recovery};
 use cursors::Cursors;
@@ -110,7 +110,7 @@ struct Registry {
 }
 
 struct PublishReq {
-    events: Vec<IncomingEvent>,
+    events: Vec<Prepared>,
     reply: oneshot::Sender<Result<Vec<Appended>, String>>,
 }
 
@@ -204,7 +204,7 @@ impl Broker {
     /// acknowledged.
     pub async fn publish(
         &self,
-        events: Vec<IncomingEvent>,
+        events: Vec<Prepared>,
     ) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
         let outcomes = match self.try_inline(events) {
             Ok(result) => result?,
@@ -227,8 +227,8 @@ impl Broker {
     /// answer before it publishes again.
     fn try_inline(
         &self,
-        events: Vec<IncomingEvent>,
-    ) -> Result<Result<Vec<Appended>, BrokerError>, Vec<IncomingEvent>> {
+        events: Vec<Prepared>,
+    ) -> Result<Result<Vec<Appended>, BrokerError>, Vec<Prepared>> {
         let sh = &self.shared;
         if !sh.inline || events.len() > INLINE_MAX {
             return Err(events);
@@ -252,7 +252,7 @@ impl Broker {
     }
 
     /// Hands `events` to the writer thread and waits for its answer.
-    async fn queue(&self, events: Vec<IncomingEvent>) -> Result<Vec<Appended>, BrokerError> {
+    async fn queue(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, BrokerError> {
         let tx = self
             .shared
             .writer
@@ -584,7 +584,11 @@ mod tests {
         .unwrap()
     }
 
-    fn ev(topic: &str, n: u64) -> IncomingEvent {
+    fn ev(topic: &str, n: u64) -> Prepared {
+        inc(topic, n).into()
+    }
+
+    fn inc(topic: &str, n: u64) -> crate::event::IncomingEvent {
         let mut e = crate::event::NewEvent::new(topic);
         e.data = json!({ "n": n });
         e.into()
@@ -766,11 +770,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn duplicate_keys_answer_the_first_id() {
         let b = broker(16, 1000);
-        let mut e = ev("a", 1);
+        let mut e = inc("a", 1);
         e.key = Some("k".into());
-        let r = b.publish(vec![e.clone(), e.clone()]).await.unwrap();
+        let r = b
+            .publish(vec![e.clone().into(), e.clone().into()])
+            .await
+            .unwrap();
         assert_eq!(r, vec![Ok(1), Ok(1)]);
-        let r = b.publish(vec![e]).await.unwrap();
+        let r = b.publish(vec![e.into()]).await.unwrap();
         assert_eq!(r, vec![Ok(1)]);
         assert_eq!(b.log().committed(), 1);
     }

@@ -1601,12 +1601,14 @@ mod tests {
             let raw = RawJson::new(&raw_text).unwrap();
             let headed = EventHead::new(&ev).unwrap().event_json("p0", "17", raw);
             assert_eq!(publish_frame(7, &headed), want);
-            let parsed = ClientFrame::parse(&publish_frame(9, &headed)).unwrap();
+            let text = publish_frame(9, &headed);
+            let parsed = ClientFrame::parse(&text).unwrap();
+            let keyed: crate::event::IncomingEvent = keyed.into();
             assert_eq!(
                 parsed,
                 ClientFrame::Publish {
                     req: Some(9.into()),
-                    event: keyed.into()
+                    event: keyed.as_raw()
                 }
             );
         }

@@ -3,7 +3,7 @@
 
 use super::{AppState, MAX_BODY_BYTES, error_response};
 use crate::broker::SubscribeSpec;
-use crate::event::{EventError, IncomingEvent};
+use crate::event::{EventError, Prepared, RawEvent, describe_json_error};
 use crate::matching::Matcher;
 use crate::protocol::ErrorCode;
 use axum::body::Body;
@@ -72,13 +72,14 @@ fn bad_request(msg: impl Into<String>) -> Response {
 }
 
 /// Parses a body: one event object, or JSON lines of them.
-fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<IncomingEvent>, String> {
+fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<Prepared>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty body: send one event object {\"topic\":..., \"type\":..., \"data\":...} or JSON lines of them".into());
     }
-    let check = |ev: IncomingEvent| -> Result<IncomingEvent, EventError> {
+    let check = |ev: RawEvent<'_>| -> Result<Prepared, EventError> {
         ev.validate()?;
+        let ev = ev.prepare();
         let size = ev.max_encoded_len();
         if size > max_event_bytes {
             return Err(EventError::TooLarge {
@@ -89,7 +90,7 @@ fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<IncomingEvent>,
         Ok(ev)
     };
     // A single (possibly pretty-printed) object...
-    if let Ok(ev) = serde_json::from_str::<IncomingEvent>(text) {
+    if let Ok(ev) = serde_json::from_str::<RawEvent<'_>>(text) {
         return check(ev).map(|e| vec![e]).map_err(|e| e.to_string());
     }
     // ...or JSON lines.
@@ -98,7 +99,8 @@ fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<IncomingEvent>,
         if line.trim().is_empty() {
             continue;
         }
-        let ev = IncomingEvent::from_json(line)
+        let ev = serde_json::from_str::<RawEvent<'_>>(line)
+            .map_err(|e| EventError::Json(describe_json_error(&e)))
             .and_then(check)
             .map_err(|e| format!("line {}: {e}", i + 1))?;
         out.push(ev);

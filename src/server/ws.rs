@@ -13,7 +13,7 @@ use super::http::parse_query;
 use super::{AppState, error_response};
 use crate::broker::SubscribeSpec;
 use crate::broker::subscription::{Delivery, Subscription};
-use crate::event::{EventError, IncomingEvent};
+use crate::event::{EventError, Prepared, RawEvent};
 use crate::protocol::{
     BatchOutcome, ClientFrame, ErrorCode, MAX_FRAME_HEADER, ServerFrame, batch_ack_frame, close,
     event_frame,
@@ -281,8 +281,8 @@ async fn finish(
 
 /// A `publish` frame waiting for its batch: its `req` and its event(s).
 enum Pipelined {
-    One(Option<Value>, IncomingEvent),
-    Many(Option<Value>, Vec<IncomingEvent>),
+    One(Option<Value>, Prepared),
+    Many(Option<Value>, Vec<Prepared>),
 }
 
 struct Conn {
@@ -342,7 +342,7 @@ impl Conn {
                         .await;
                     return;
                 }
-                self.pipeline(Pipelined::One(req, event)).await;
+                self.pipeline(Pipelined::One(req, event.prepare())).await;
             }
             ClientFrame::PublishBatch { req, events } => {
                 // As POST /publish: one invalid event refuses the frame, nothing stored.
@@ -355,6 +355,7 @@ impl Conn {
                     self.error(ErrorCode::BadRequest, msg, req, None).await;
                     return;
                 }
+                let events = events.iter().map(RawEvent::prepare).collect();
                 self.pipeline(Pipelined::Many(req, events)).await;
             }
             ClientFrame::Subscribe {
@@ -533,7 +534,7 @@ async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: m
     while rx.recv_many(&mut queued, 1024).await > 0 {
         // Each frame's req, and how many events it holds (None: a single `event`).
         let mut replies: Vec<(Option<Value>, Option<usize>)> = Vec::with_capacity(queued.len());
-        let mut batch: Vec<IncomingEvent> = Vec::with_capacity(queued.len());
+        let mut batch: Vec<Prepared> = Vec::with_capacity(queued.len());
         for p in queued.drain(..) {
             match *p {
                 Pipelined::One(req, ev) => {

@@ -11,7 +11,7 @@
 
 pub mod segment;
 
-use crate::event::{EventError, Fields, IncomingEvent, StoredEvent};
+use crate::event::{EventError, Fields, Prepared, StoredEvent};
 use segment::{FLAG_TASK, Segment, SegmentRef, encode_record, parse_segment_name};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -312,7 +312,7 @@ impl Log {
     /// Writing failed; nothing of the batch is visible to readers then.
     pub fn append(
         &self,
-        batch: Vec<IncomingEvent>,
+        batch: Vec<Prepared>,
         ts: u64,
         max_event_bytes: usize,
     ) -> Result<Vec<Appended>, std::io::Error> {
@@ -339,7 +339,7 @@ impl Log {
                 .iter()
                 .enumerate()
                 .map(|(i, new)| {
-                    let Some(k) = new.key.as_deref() else {
+                    let Some(k) = new.key() else {
                         return Slot::New(None);
                     };
                     let h = inner.dedup.hash(k);
@@ -387,7 +387,7 @@ impl Log {
                 }
                 Slot::New(hash) => hash,
             };
-            let s = StoredEvent::encode(inc, id, ts, &ts_text);
+            let s = StoredEvent::stamp(inc, id, ts, &ts_text);
             if s.json.len() > max_event_bytes {
                 // A refused event gives its id back, so ids stay consecutive.
                 out.push(Appended::Refused(EventError::TooLarge {
@@ -612,7 +612,11 @@ mod tests {
         }
     }
 
-    fn new(topic: &str, key: Option<&str>) -> IncomingEvent {
+    fn new(topic: &str, key: Option<&str>) -> Prepared {
+        inc(topic, key).into()
+    }
+
+    fn inc(topic: &str, key: Option<&str>) -> crate::event::IncomingEvent {
         let mut e = crate::event::NewEvent::new(topic);
         e.key = key.map(str::to_string);
         e.data = json!({"k": key});
@@ -710,10 +714,10 @@ mod tests {
     #[test]
     fn too_large_is_refused_without_using_an_id() {
         let (log, _) = Log::open(cfg(None)).unwrap();
-        let mut big = new("a", Some("big"));
+        let mut big = inc("a", Some("big"));
         big.data = Some(serde_json::value::to_raw_value(&"x".repeat(500)).unwrap());
         let r = log
-            .append(vec![new("a", None), big, new("a", None)], 1, 300)
+            .append(vec![new("a", None), big.into(), new("a", None)], 1, 300)
             .unwrap();
         assert_eq!(ids(&r), ["new1", "refused", "new2"]);
         // The refused key is not remembered.
@@ -775,9 +779,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (log, _) = Log::open(cfg(Some(dir.path()))).unwrap();
-            let mut t = new("task:x", None);
+            let mut t = inc("task:x", None);
             t.kind = Some("task_started".into());
-            log.append(vec![t, new("log:y", None)], 1, 65536).unwrap();
+            log.append(vec![t.into(), new("log:y", None)], 1, 65536)
+                .unwrap();
         }
         let (_, rec) = Log::open(cfg(Some(dir.path()))).unwrap();
         assert_eq!(rec.task_events.len(), 1);
