@@ -192,6 +192,37 @@ fn malformed_lines_are_reported_with_their_numbers() {
     assert_eq!(stored[1]["topic"], "a:3");
 }
 
+/// A line the hub refuses (too large) is reported with its number and exit 4; the
+/// lines around it are stored, and their ids printed in line order.
+#[test]
+fn refused_lines_are_reported_and_the_rest_published() {
+    let hub = Hub::start(&["--max-event-bytes", "1024"]);
+    let mut input = String::new();
+    for i in 1..=300 {
+        match i {
+            3 | 250 => input.push_str(&format!("{{\"blob\":\"{}\"}}\n", "x".repeat(2000))),
+            _ => input.push_str(&format!("{{\"n\":{i}}}\n")),
+        }
+    }
+    let mut c = bin("hub-emit");
+    c.args(["--url", &hub.ws_url(), "log:r", "--lines", "--print-id"]);
+    let (st, out, err) = run(&mut c, input.as_bytes(), Duration::from_secs(20));
+    assert_eq!(st.code(), Some(4), "{err}");
+    assert!(err.contains("stdin line 3: refused by the hub"), "{err}");
+    assert!(err.contains("stdin line 250: refused by the hub"), "{err}");
+    assert!(err.contains("298 published"), "{err}");
+    let ids: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let stored = events(&hub, "topic=log:r&limit=1000");
+    let stored_ids: Vec<u64> = stored.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, stored_ids);
+    let ns: Vec<u64> = stored
+        .iter()
+        .map(|e| e["data"]["n"].as_u64().unwrap())
+        .collect();
+    let want: Vec<u64> = (1..=300).filter(|i| *i != 3 && *i != 250).collect();
+    assert_eq!(ns, want);
+}
+
 #[test]
 fn run_reports_success_failure_and_signal() {
     let hub = Hub::start(&[]);

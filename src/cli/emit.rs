@@ -8,7 +8,7 @@
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::client::{ClientError, EventHead, Publisher, RawJson, Ticket};
+use crate::client::{ClientError, Encoded, EventHead, Publisher, RawJson, Ticket};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
@@ -21,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
+
+/// Most events `--lines` / `--events` hand the publisher at once.
+const STREAM_CHUNK: usize = 256;
 
 /// The default of `--progress-regex`: `NN%` or `NN.N %` anywhere in a line.
 pub const DEFAULT_PROGRESS_REGEX: &str = r"(\d{1,3}(?:\.\d+)?)\s*%";
@@ -385,7 +388,11 @@ fn not_json(e: &serde_json::Error) -> String {
 async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> anyhow::Result<u8> {
     let mut reader = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut tickets: VecDeque<(u64, Ticket)> = VecDeque::new();
+    let mut sent = InOrder::default();
+    let (outcomes, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Events encoded and not yet handed over: they go together once the lines
+    // already read are used up (no waiting for more input) or there are STREAM_CHUNK.
+    let mut chunk: Vec<Encoded> = Vec::with_capacity(STREAM_CHUNK);
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(1024);
     let mut lineno: u64 = 0;
@@ -400,46 +407,67 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
             .read_until(b'\n', &mut buf)
             .await
             .context("reading stdin")?;
+        if n > 0 {
+            lineno += 1;
+            let line = strip_newline(&buf);
+            let encoded = match line_event(args, t, line) {
+                Ok(Some(LineEvent::Data(raw))) => {
+                    let head = head
+                        .as_ref()
+                        .expect("raw data lines come only with --lines");
+                    Some(Ok(publisher.encode_with_head(head, raw)))
+                }
+                Ok(Some(LineEvent::Event(ev))) => match publisher.encode(ev) {
+                    Ok(e) => Some(Ok(e)),
+                    Err(ClientError::InvalidEvent(e)) => Some(Err(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                },
+                Ok(None) => None,
+                Err(msg) => Some(Err(msg)),
+            };
+            match encoded {
+                None => {}
+                Some(Ok(e)) => {
+                    chunk.push(e);
+                    sent.push(lineno);
+                }
+                Some(Err(msg)) => {
+                    eprintln!("hub-emit: stdin line {lineno}: {msg}");
+                    tally.malformed += 1;
+                }
+            }
+            // Lines already read go together; none waits for more input.
+            if chunk.len() < STREAM_CHUNK && !reader.buffer().is_empty() {
+                continue;
+            }
+        }
+        let first = sent.next - chunk.len() as u64;
+        publisher
+            .send_stream(first, std::mem::take(&mut chunk), &outcomes)
+            .await?;
+        while let Ok((first, rs)) = outcome_rx.try_recv() {
+            sent.set(first, rs);
+        }
+        while let Some((line, r)) = sent.pop_ready() {
+            tally.record(line, r, args.print_id, &mut out, &publisher)?;
+        }
+        if sent.is_empty() {
+            out.flush()?;
+        }
         if n == 0 {
             break;
         }
-        lineno += 1;
-        let line = strip_newline(&buf);
-        let sent = match line_event(args, t, line) {
-            Ok(Some(LineEvent::Data(raw))) => {
-                let head = head
-                    .as_ref()
-                    .expect("raw data lines come only with --lines");
-                publisher.send_with_head(head, raw).await
-            }
-            Ok(Some(LineEvent::Event(ev))) => publisher.send(ev).await,
-            Ok(None) => continue,
-            Err(msg) => {
-                eprintln!("hub-emit: stdin line {lineno}: {msg}");
-                tally.malformed += 1;
-                continue;
-            }
-        };
-        match sent {
-            Ok(ticket) => tickets.push_back((lineno, ticket)),
-            Err(ClientError::InvalidEvent(e)) => {
-                eprintln!("hub-emit: stdin line {lineno}: {e}");
-                tally.malformed += 1;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        while let Some(r) = tickets.front_mut().and_then(|(_, t)| t.try_take()) {
-            let (n, _) = tickets.pop_front().expect("front exists");
-            tally.record(n, r, args.print_id, &mut out, &publisher)?;
-        }
-        if tickets.is_empty() {
-            out.flush()?;
-        }
     }
-    for (n, ticket) in tickets {
-        let r = ticket.await;
-        tally.record(n, r, args.print_id, &mut out, &publisher)?;
+    drop(outcomes);
+    while !sent.is_empty() {
+        match outcome_rx.recv().await {
+            Some((first, rs)) => sent.set(first, rs),
+            // The publisher task is gone without an answer for these.
+            None => sent.fail_all(),
+        }
+        while let Some((line, r)) = sent.pop_ready() {
+            tally.record(line, r, args.print_id, &mut out, &publisher)?;
+        }
     }
     out.flush()?;
     let _ = publisher.close().await;
@@ -466,6 +494,56 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
         .into())
     } else {
         Ok(exit::OK)
+    }
+}
+
+/// Events handed to the publisher by `--lines` / `--events`, numbered from 0 in
+/// line order: each one's line, and its outcome once it is in. Outcomes may come
+/// out of order; they are taken out in line order.
+#[derive(Default)]
+struct InOrder {
+    waiting: VecDeque<(u64, Option<Result<u64, ClientError>>)>,
+    /// The number of the front event.
+    front: u64,
+    /// The number the next event gets.
+    next: u64,
+}
+
+impl InOrder {
+    fn push(&mut self, line: u64) {
+        self.waiting.push_back((line, None));
+        self.next += 1;
+    }
+
+    /// The outcomes of the events numbered `first` on.
+    fn set(&mut self, first: u64, outcomes: Vec<Result<u64, ClientError>>) {
+        for (n, r) in (first..).zip(outcomes) {
+            if let Some(slot) = n
+                .checked_sub(self.front)
+                .and_then(|i| self.waiting.get_mut(i as usize))
+            {
+                slot.1 = Some(r);
+            }
+        }
+    }
+
+    /// Every event still waiting failed: the publisher is gone.
+    fn fail_all(&mut self) {
+        for (_, r) in &mut self.waiting {
+            r.get_or_insert(Err(ClientError::Closed));
+        }
+    }
+
+    /// The front event's line and outcome, once its outcome is in.
+    fn pop_ready(&mut self) -> Option<(u64, Result<u64, ClientError>)> {
+        self.waiting.front()?.1.as_ref()?;
+        let (line, r) = self.waiting.pop_front()?;
+        self.front += 1;
+        Some((line, r?))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
     }
 }
 

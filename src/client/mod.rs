@@ -449,7 +449,67 @@ enum ConnState {
     Failed(ClientError),
 }
 
-type Reply = oneshot::Sender<Result<u64, ClientError>>;
+/// Where the outcome of one event goes.
+enum Reply {
+    /// Its [`Ticket`].
+    Ticket(oneshot::Sender<Result<u64, ClientError>>),
+    /// The stream's receiver ([`Publisher::send_stream`]); the event's number.
+    Stream(u64),
+}
+
+/// Where [`Publisher::send_stream`] reports outcomes: `(n, outcomes)` for the
+/// events numbered `n`, `n + 1`, ... (the numbers the caller gave them), one
+/// message per run of consecutive events the hub answered together. Runs come as
+/// the hub answers, mostly but not always in the order sent (an event of a batch
+/// the hub refused as a whole is sent again alone, after the others).
+pub type Outcomes = mpsc::UnboundedSender<(u64, Vec<Result<u64, ClientError>>)>;
+
+/// The publisher task's side of the outcomes: each ticket's at once, the stream's
+/// gathered into runs.
+#[derive(Default)]
+struct Replies {
+    stream: Option<Outcomes>,
+    run: Option<(u64, Vec<Result<u64, ClientError>>)>,
+}
+
+impl Replies {
+    fn send(&mut self, reply: Reply, r: Result<u64, ClientError>) {
+        match reply {
+            Reply::Ticket(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Stream(n) => match &mut self.run {
+                Some((first, rs)) if *first + rs.len() as u64 == n => rs.push(r),
+                _ => {
+                    self.flush();
+                    self.run = Some((n, vec![r]));
+                }
+            },
+        }
+    }
+
+    /// Sends the run gathered so far.
+    fn flush(&mut self) {
+        if let Some(run) = self.run.take()
+            && let Some(to) = &self.stream
+        {
+            let _ = to.send(run);
+        }
+    }
+
+    /// Outcomes of stream events go to `to` from now on.
+    fn stream_to(&mut self, to: Outcomes) {
+        if !self.stream.as_ref().is_some_and(|s| s.same_channel(&to)) {
+            self.flush();
+            self.stream = Some(to);
+        }
+    }
+}
+
+/// Events encoded by [`Publisher::encode`] or [`Publisher::encode_with_head`], for
+/// [`Publisher::send_stream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(String);
 
 /// Publishes events over one reconnecting connection.
 ///
@@ -503,10 +563,41 @@ impl<'a> RawJson<'a> {
     }
 }
 
-/// An event on its way to the publisher task: its JSON, encoded by the caller.
-struct Outgoing {
-    event: String,
-    reply: Reply,
+/// Events on their way to the publisher task: their JSON, encoded by the caller.
+enum Outgoing {
+    One {
+        event: String,
+        reply: oneshot::Sender<Result<u64, ClientError>>,
+    },
+    /// Several events of a stream, numbered from `first` on.
+    Stream {
+        first: u64,
+        events: Vec<Encoded>,
+        to: Outcomes,
+    },
+}
+
+impl Outgoing {
+    /// Moves the events into `pending`, in order.
+    fn push_to(self, pending: &mut VecDeque<Pending>, replies: &mut Replies) {
+        match self {
+            Outgoing::One { event, reply } => pending.push_back(Pending {
+                req: 0,
+                event,
+                reply: Reply::Ticket(reply),
+            }),
+            Outgoing::Stream { first, events, to } => {
+                replies.stream_to(to);
+                for (i, Encoded(event)) in (first..).zip(events) {
+                    pending.push_back(Pending {
+                        req: 0,
+                        event,
+                        reply: Reply::Stream(i),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// The event's JSON as a `publish` frame carries it, written by hand: the same bytes
@@ -656,13 +747,61 @@ impl Publisher {
     /// # Errors
     /// [`ClientError::InvalidEvent`] (nothing is sent), or the error that made the
     /// publisher give up earlier.
-    pub async fn send(&self, mut event: NewEvent) -> Result<Ticket, ClientError> {
+    pub async fn send(&self, event: NewEvent) -> Result<Ticket, ClientError> {
+        let Encoded(event) = self.encode(event)?;
+        self.enqueue(event).await
+    }
+
+    /// Validates `event`, gives it a key if it has none, and encodes it, for
+    /// [`send_stream`](Publisher::send_stream).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidEvent`].
+    pub fn encode(&self, mut event: NewEvent) -> Result<Encoded, ClientError> {
         event.validate()?;
         if event.key.is_none() {
             let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
             event.key = Some(format!("{}-{n}", self.key_prefix));
         }
-        self.enqueue(event_json(&event)).await
+        Ok(Encoded(event_json(&event)))
+    }
+
+    /// The event made of `head`, a key of this publisher's and `data`, encoded as
+    /// the JSON text it is (one allocation, nothing checked or escaped again), for
+    /// [`send_stream`](Publisher::send_stream).
+    pub fn encode_with_head(&self, head: &EventHead, data: RawJson<'_>) -> Encoded {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut key = itoa::Buffer::new();
+        Encoded(head.event_json(&self.key_prefix, key.format(n), data))
+    }
+
+    /// Queues encoded events, numbered `first`, `first + 1`, ..., all at once: one
+    /// hand-over to the publisher task instead of one per event and no [`Ticket`]
+    /// each (`hub-emit --lines`). Their outcomes go to `to` (one stream per
+    /// publisher: outcomes not yet reported go to the `to` of the latest call).
+    /// Waits only when [`WINDOW`] events are already in flight.
+    ///
+    /// # Errors
+    /// The error that made the publisher give up earlier.
+    pub async fn send_stream(
+        &self,
+        first: u64,
+        events: Vec<Encoded>,
+        to: &Outcomes,
+    ) -> Result<(), ClientError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let to = to.clone();
+        if self
+            .tx
+            .send(Outgoing::Stream { first, events, to })
+            .await
+            .is_err()
+        {
+            return Err(self.failure());
+        }
+        Ok(())
     }
 
     /// [`send`](Publisher::send) for an event made of `head`, a key of this
@@ -676,10 +815,8 @@ impl Publisher {
         head: &EventHead,
         data: RawJson<'_>,
     ) -> Result<Ticket, ClientError> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut key = itoa::Buffer::new();
-        self.enqueue(head.event_json(&self.key_prefix, key.format(n), data))
-            .await
+        let Encoded(event) = self.encode_with_head(head, data);
+        self.enqueue(event).await
     }
 
     /// Queues an encoded event for the publisher task. The event is encoded on the
@@ -687,7 +824,7 @@ impl Publisher {
     /// it) and keeps it for a resend.
     async fn enqueue(&self, event: String) -> Result<Ticket, ClientError> {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Outgoing { event, reply }).await.is_err() {
+        if self.tx.send(Outgoing::One { event, reply }).await.is_err() {
             return Err(self.failure());
         }
         Ok(Ticket(rx))
@@ -847,6 +984,7 @@ async fn run_publisher(
     timeout: Option<Duration>,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut replies = Replies::default();
     let mut backoff = Backoff::new();
     let mut rx_open = true;
     let mut was_connected = false;
@@ -867,7 +1005,7 @@ async fn run_publisher(
         let (mut ws, max_frame) = match connected {
             Ok(opened) => opened,
             Err(e) => {
-                give_up(e, &mut pending, &mut rx, &state);
+                give_up(e, &mut pending, &mut rx, &state, &mut replies);
                 return;
             }
         };
@@ -895,7 +1033,7 @@ async fn run_publisher(
                 biased;
                 msg = ws.next() => match msg {
                     Some(Ok(Message::Text(t))) => {
-                        let again = handle_publisher_frame(&t, &mut pending, &url);
+                        let again = handle_publisher_frame(&t, &mut pending, &url, &mut replies);
                         if !again.is_empty() {
                             // A batch refused as a whole: each event alone, to learn
                             // which one the hub refuses.
@@ -917,7 +1055,7 @@ async fn run_publisher(
                                 code: close_code_name(code).into(),
                                 message: describe_close(code, &reason),
                             };
-                            give_up(e, &mut pending, &mut rx, &state);
+                            give_up(e, &mut pending, &mut rx, &state, &mut replies);
                             return;
                         }
                         break Some(describe_close(code, &reason));
@@ -935,8 +1073,8 @@ async fn run_publisher(
                     // few frames as the hub allows.
                     let from = pending.len();
                     let mut item = Some(first);
-                    while let Some(Outgoing { event, reply }) = item.take() {
-                        pending.push_back(Pending { req: 0, event, reply });
+                    while let Some(out) = item.take() {
+                        out.push_to(&mut pending, &mut replies);
                         if pending.len() < WINDOW {
                             item = rx.try_recv().ok();
                         }
@@ -957,7 +1095,12 @@ async fn run_publisher(
 
 /// Matches an `ack` or an `error` frame to its pending event(s). Returns the events
 /// of a batch frame the hub refused as a whole, to be sent again one by one.
-fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str) -> Vec<Pending> {
+fn handle_publisher_frame(
+    text: &str,
+    pending: &mut VecDeque<Pending>,
+    url: &str,
+    replies: &mut Replies,
+) -> Vec<Pending> {
     let refused = |code: String, message: String| ClientError::Refused {
         url: url.to_string(),
         code,
@@ -967,7 +1110,8 @@ fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str
         if let Some(pos) = pending.iter().position(|p| p.req == req)
             && let Some(p) = pending.remove(pos)
         {
-            let _ = p.reply.send(Ok(id));
+            replies.send(p.reply, Ok(id));
+            replies.flush();
         }
         return Vec::new();
     }
@@ -988,8 +1132,9 @@ fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str
                     )),
                 },
             };
-            let _ = p.reply.send(r);
+            replies.send(p.reply, r);
         }
+        replies.flush();
         return Vec::new();
     }
     let Ok(frame) = serde_json::from_str::<ServerFrame>(text) else {
@@ -1022,7 +1167,8 @@ fn handle_publisher_frame(text: &str, pending: &mut VecDeque<Pending>, url: &str
         return pending.drain(pos..end).collect();
     }
     if let Some(p) = pending.remove(pos) {
-        let _ = p.reply.send(result);
+        replies.send(p.reply, result);
+        replies.flush();
     }
     Vec::new()
 }
@@ -1033,15 +1179,21 @@ fn give_up(
     pending: &mut VecDeque<Pending>,
     rx: &mut mpsc::Receiver<Outgoing>,
     state: &watch::Sender<ConnState>,
+    replies: &mut Replies,
 ) {
     state.send_replace(ConnState::Failed(e.clone()));
     for p in pending.drain(..) {
-        let _ = p.reply.send(Err(e.clone()));
+        replies.send(p.reply, Err(e.clone()));
     }
     rx.close();
-    while let Ok(Outgoing { reply, .. }) = rx.try_recv() {
-        let _ = reply.send(Err(e.clone()));
+    while let Ok(out) = rx.try_recv() {
+        let mut left = VecDeque::new();
+        out.push_to(&mut left, replies);
+        for p in left {
+            replies.send(p.reply, Err(e.clone()));
+        }
     }
+    replies.flush();
 }
 
 // ---------------------------------------------------------------------------------
@@ -1652,22 +1804,25 @@ mod tests {
         pending.push_back(Pending {
             req: 1,
             event: "x".into(),
-            reply: tx1,
+            reply: Reply::Ticket(tx1),
         });
         pending.push_back(Pending {
             req: 2,
             event: "y".into(),
-            reply: tx2,
+            reply: Reply::Ticket(tx2),
         });
+        let r = &mut Replies::default();
         handle_publisher_frame(
             r#"{"type":"error","code":"too_large","message":"too big","req":2}"#,
             &mut pending,
             "ws://h/ws",
+            r,
         );
         handle_publisher_frame(
             r#"{"type":"ack","req":1,"id":43}"#,
             &mut pending,
             "ws://h/ws",
+            r,
         );
         assert!(pending.is_empty());
         assert_eq!(rx1.try_recv().unwrap(), Ok(43));
@@ -1686,15 +1841,17 @@ mod tests {
             pending.push_back(Pending {
                 req,
                 event: event.into(),
-                reply: tx,
+                reply: Reply::Ticket(tx),
             });
             rxs.push(rx);
         }
         let url = "ws://h/ws";
+        let r = &mut Replies::default();
         let again = handle_publisher_frame(
             r#"{"type":"ack","req":3,"ids":[10,null,11],"errors":[{"index":1,"code":"too_large","message":"big"}]}"#,
             &mut pending,
             url,
+            r,
         );
         assert!(again.is_empty());
         assert_eq!(rxs[0].try_recv().unwrap(), Ok(10));
@@ -1708,10 +1865,56 @@ mod tests {
             r#"{"type":"error","code":"bad_request","message":"events[1]: bad","req":4}"#,
             &mut pending,
             url,
+            r,
         );
         let events: Vec<_> = again.iter().map(|p| p.event.as_str()).collect();
         assert_eq!(events, ["d", "e"]);
         assert!(pending.is_empty());
+    }
+
+    /// Stream events get their outcomes in runs: one message per run of
+    /// consecutive numbers answered together, a new run where the numbers jump.
+    #[test]
+    fn stream_outcomes_come_in_runs() {
+        let (to, mut rx) = mpsc::unbounded_channel();
+        let mut pending = VecDeque::new();
+        let mut replies = Replies::default();
+        let events = |n: usize| (0..n).map(|i| Encoded(format!("e{i}"))).collect();
+        Outgoing::Stream {
+            first: 0,
+            events: events(3),
+            to: to.clone(),
+        }
+        .push_to(&mut pending, &mut replies);
+        Outgoing::Stream {
+            first: 7,
+            events: events(2),
+            to,
+        }
+        .push_to(&mut pending, &mut replies);
+        for (i, p) in pending.iter_mut().enumerate() {
+            p.req = if i < 4 { 1 } else { 2 };
+        }
+        let url = "ws://h/ws";
+        handle_publisher_frame(
+            r#"{"type":"ack","req":1,"ids":[5,6,null,8],"errors":[{"index":2,"code":"too_large","message":"big"}]}"#,
+            &mut pending,
+            url,
+            &mut replies,
+        );
+        let (first, rs) = rx.try_recv().unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(rs[..2], [Ok(5), Ok(6)]);
+        assert!(matches!(&rs[2], Err(ClientError::Refused { code, .. }) if code == "too_large"));
+        assert_eq!(rx.try_recv().unwrap(), (7, vec![Ok(8)]));
+        handle_publisher_frame(
+            r#"{"type":"ack","req":2,"id":9}"#,
+            &mut pending,
+            url,
+            &mut replies,
+        );
+        assert_eq!(rx.try_recv().unwrap(), (8, vec![Ok(9)]));
+        assert!(rx.try_recv().is_err() && pending.is_empty());
     }
 
     /// Reads the next `publish` frame from a mock hub connection.
