@@ -139,22 +139,36 @@ struct Inner {
 /// allocation. Two different keys share a hash with a probability of about 2^-128:
 /// with 100,000 keys held, a new event is mistaken for a resend less often than once
 /// in 10^33.
+///
+/// Two tables take turns: keys go into `cur`; once it has taken [`DEDUP_KEYS`], it
+/// becomes `prev` and the old `prev` is emptied to take the next ones. Each key
+/// carries its ordinal (how many keys came before it), and one in `prev` counts
+/// only while it is among the last [`DEDUP_KEYS`]: the same window as forgetting
+/// the oldest key one by one, without a lookup per forgotten key (a cache miss
+/// each, on a table of megabytes).
 struct Dedup {
     seeds: [foldhash::quality::SeedableRandomState; 2],
-    map: HashMap<[u64; 2], u64, foldhash::fast::RandomState>,
-    /// Each remembered hash with the id it was stored under, oldest first.
-    order: VecDeque<([u64; 2], u64)>,
+    cur: DedupTable,
+    prev: DedupTable,
+    /// The ordinal the next key gets.
+    next: u64,
+    /// The ordinal of the first key `cur` took.
+    cur_from: u64,
 }
 
+/// Key hash → (id, ordinal).
+type DedupTable = HashMap<[u64; 2], (u64, u64), foldhash::fast::RandomState>;
+
 impl Dedup {
-    /// Sized from the start so that the table never grows on the write path: twice
-    /// [`DEDUP_KEYS`], as the keys it forgets leave tombstones that would otherwise
-    /// make it double once (untouched capacity costs address space, not memory).
+    /// Both tables sized from the start: neither grows on the write path.
     fn new() -> Dedup {
+        let table = || HashMap::with_capacity_and_hasher(DEDUP_KEYS, Default::default());
         Dedup {
             seeds: dedup_seeds(),
-            map: HashMap::with_capacity_and_hasher(2 * DEDUP_KEYS, Default::default()),
-            order: VecDeque::with_capacity(DEDUP_KEYS + 1),
+            cur: table(),
+            prev: table(),
+            next: 0,
+            cur_from: 0,
         }
     }
 
@@ -165,22 +179,27 @@ impl Dedup {
         [a.hash_one(key), b.hash_one(key)]
     }
 
+    /// The id stored under this key, if it is among the last [`DEDUP_KEYS`].
     fn get(&self, hash: [u64; 2]) -> Option<u64> {
-        self.map.get(&hash).copied()
+        // Everything in `cur` is in the window; in `prev`, the newer part.
+        if let Some(&(id, _)) = self.cur.get(&hash) {
+            return Some(id);
+        }
+        let oldest = self.next.saturating_sub(DEDUP_KEYS as u64);
+        match self.prev.get(&hash) {
+            Some(&(id, ord)) if ord >= oldest => Some(id),
+            _ => None,
+        }
     }
 
     fn insert(&mut self, h: [u64; 2], id: u64) {
-        self.map.insert(h, id);
-        self.order.push_back((h, id));
-        while self.order.len() > DEDUP_KEYS {
-            // Forget the oldest, unless its key was stored again since (one lookup).
-            if let Some((old, old_id)) = self.order.pop_front()
-                && let std::collections::hash_map::Entry::Occupied(e) = self.map.entry(old)
-                && *e.get() == old_id
-            {
-                e.remove();
-            }
+        if self.next - self.cur_from >= DEDUP_KEYS as u64 {
+            std::mem::swap(&mut self.cur, &mut self.prev);
+            self.cur.clear();
+            self.cur_from = self.next;
         }
+        self.cur.insert(h, (id, self.next));
+        self.next += 1;
     }
 }
 
@@ -684,31 +703,48 @@ mod tests {
         assert_eq!(read_ids(&log, 95), (96..=104).collect::<Vec<_>>());
     }
 
-    /// The oldest key is forgotten once DEDUP_KEYS newer ones are held, but not
-    /// while the same key was stored again later (a log may hold a key twice, far
-    /// apart, and reopening inserts both).
+    /// Exactly the last DEDUP_KEYS keys are remembered, across the turns of the two
+    /// tables: checked against a plain model (a queue of the last keys) over three
+    /// turns, with keys stored again (a log may hold a key twice, far apart, and
+    /// reopening inserts both) and keys that come back after leaving the window.
     #[test]
-    fn dedup_forgets_the_oldest_key_unless_stored_again() {
+    fn dedup_remembers_exactly_the_last_keys() {
         let mut d = Dedup::new();
-        let h: Vec<[u64; 2]> = (0..DEDUP_KEYS + 2)
-            .map(|i| d.hash(&format!("k{i}")))
-            .collect();
-        d.insert(h[0], 1);
-        d.insert(h[1], 2);
-        d.insert(h[0], 3);
-        for (i, &k) in h.iter().enumerate().take(DEDUP_KEYS).skip(2) {
-            d.insert(k, i as u64 + 2);
+        let mut model: VecDeque<([u64; 2], u64)> = VecDeque::new();
+        let remembered = |m: &VecDeque<([u64; 2], u64)>, h: [u64; 2]| {
+            m.iter().rev().find(|(k, _)| *k == h).map(|&(_, id)| id)
+        };
+        let n = 3 * DEDUP_KEYS + 17;
+        let key = |i: usize| {
+            // Every 7th key repeats one from 1.5 windows back (out of the window),
+            // every 11th one from 10 keys back (still in it).
+            if i.is_multiple_of(7) && i > 3 * DEDUP_KEYS / 2 {
+                i - 3 * DEDUP_KEYS / 2
+            } else if i.is_multiple_of(11) && i > 10 {
+                i - 10
+            } else {
+                i
+            }
+        };
+        for i in 0..n {
+            let h = d.hash(&format!("k{}", key(i)));
+            let id = i as u64 + 1;
+            d.insert(h, id);
+            model.push_back((h, id));
+            if model.len() > DEDUP_KEYS {
+                model.pop_front();
+            }
+            if i % 997 == 0 || i % DEDUP_KEYS < 3 || i % DEDUP_KEYS > DEDUP_KEYS - 3 {
+                for back in [0, 1, 10, DEDUP_KEYS - 1, DEDUP_KEYS, DEDUP_KEYS + 1] {
+                    let Some(j) = i.checked_sub(back) else {
+                        continue;
+                    };
+                    let h = d.hash(&format!("k{}", key(j)));
+                    assert_eq!(d.get(h), remembered(&model, h), "i={i} back={back}");
+                }
+            }
         }
-        // One over: the first entry of h[0] left the window, its later one did not.
-        assert_eq!(d.get(h[0]), Some(3));
-        assert_eq!(d.get(h[1]), Some(2));
-        d.insert(h[DEDUP_KEYS], DEDUP_KEYS as u64 + 2);
-        assert_eq!(d.get(h[1]), None);
-        assert_eq!(d.get(h[0]), Some(3));
-        d.insert(h[DEDUP_KEYS + 1], DEDUP_KEYS as u64 + 3);
-        assert_eq!(d.get(h[0]), None);
-        assert_eq!(d.get(h[2]), Some(4));
-        assert_eq!(d.map.len(), DEDUP_KEYS);
+        assert_eq!(d.get(d.hash("never")), None);
     }
 
     #[test]
