@@ -93,7 +93,9 @@ pub struct SubscribeSpec {
 
 pub(crate) struct Entry {
     matcher: Arc<Matcher>,
-    tx: mpsc::UnboundedSender<subscription::Chunk>,
+    /// Chunks go boxed: a channel allocates its first block of 32 slots up front,
+    /// so a thin item keeps an idle subscription small (W5).
+    tx: mpsc::UnboundedSender<Box<subscription::Chunk>>,
     /// Events in the subscriber's outbox; it takes no more once this reaches
     /// `capacity` (so it holds at most `capacity` plus one batch).
     queued: Arc<AtomicUsize>,
@@ -362,7 +364,7 @@ impl Broker {
                 continue;
             }
             e.queued.fetch_add(chunk.len(), Ordering::AcqRel);
-            if e.tx.send(chunk).is_err() {
+            if e.tx.send(Box::new(chunk)).is_err() {
                 e.live.store(false, Ordering::Release);
             }
         }

@@ -95,11 +95,11 @@ pub struct Subscription {
     pub(super) key: u64,
     pub(super) broker: Broker,
     pub(super) matcher: Arc<Matcher>,
-    pub(super) rx: mpsc::UnboundedReceiver<Chunk>,
+    pub(super) rx: mpsc::UnboundedReceiver<Box<Chunk>>,
     /// Events in the outbox (`rx` and `current`), as the fan-out counts them.
     pub(super) queued: Arc<AtomicUsize>,
     /// The chunk being delivered, and the position of its next event.
-    current: Option<(Chunk, usize)>,
+    current: Option<(Box<Chunk>, usize)>,
     pub(super) live: Arc<AtomicBool>,
     /// The last id delivered or skipped: everything at or below it is done.
     pub(super) cursor: u64,
@@ -258,7 +258,7 @@ impl Drop for Subscription {
 
 /// A subscription's side of its outbox.
 pub(super) struct Outbox {
-    rx: mpsc::UnboundedReceiver<Chunk>,
+    rx: mpsc::UnboundedReceiver<Box<Chunk>>,
     queued: Arc<AtomicUsize>,
     live: Arc<AtomicBool>,
 }
