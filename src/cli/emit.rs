@@ -8,7 +8,7 @@
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::client::{ClientError, Encoded, EventHead, Publisher, RawJson, Ticket};
+use crate::client::{ClientError, Encoded, EventHead, Publisher, RawJson, Ticket, WINDOW};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
@@ -441,6 +441,13 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
                 continue;
             }
         }
+        // At most WINDOW events unanswered (plus a chunk): what waits for a hub
+        // that is away stays bounded, and stdin is read no further meanwhile.
+        while sent.len() >= WINDOW {
+            let (first, rs) = outcome_rx.recv().await.expect("we hold a sender");
+            sent.set(first, rs);
+            tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
+        }
         let first = sent.next - chunk.len() as u64;
         publisher
             .send_stream(first, std::mem::take(&mut chunk), &outcomes)
@@ -448,9 +455,7 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
         while let Ok((first, rs)) = outcome_rx.try_recv() {
             sent.set(first, rs);
         }
-        while let Some((line, r)) = sent.pop_ready() {
-            tally.record(line, r, args.print_id, &mut out, &publisher)?;
-        }
+        tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
         if sent.is_empty() {
             out.flush()?;
         }
@@ -465,9 +470,7 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
             // The publisher task is gone without an answer for these.
             None => sent.fail_all(),
         }
-        while let Some((line, r)) = sent.pop_ready() {
-            tally.record(line, r, args.print_id, &mut out, &publisher)?;
-        }
+        tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
     }
     out.flush()?;
     let _ = publisher.close().await;
@@ -545,6 +548,10 @@ impl InOrder {
     fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
+
+    fn len(&self) -> usize {
+        self.waiting.len()
+    }
 }
 
 /// Counts of a `--lines` / `--events` run.
@@ -556,6 +563,20 @@ struct Tally {
 }
 
 impl Tally {
+    /// Records the outcomes that are in, in line order.
+    fn settle(
+        &mut self,
+        sent: &mut InOrder,
+        print_id: bool,
+        out: &mut impl Write,
+        publisher: &Publisher,
+    ) -> anyhow::Result<()> {
+        while let Some((line, r)) = sent.pop_ready() {
+            self.record(line, r, print_id, out, publisher)?;
+        }
+        Ok(())
+    }
+
     /// Records one outcome: an id is counted (and printed); a refusal of this one
     /// event is reported with its line; anything else ends the run.
     fn record(

@@ -693,7 +693,10 @@ impl Publisher {
     /// [`ClientError::Usage`] for a URL that cannot be understood.
     pub fn start(opts: &ConnectOptions) -> Result<Publisher, ClientError> {
         let url = normalize_url(&opts.url)?;
-        let (tx, rx) = mpsc::channel(256);
+        // As many hand-overs as events in flight: a caller that keeps at most WINDOW
+        // events unanswered never waits here, even while the task is reconnecting
+        // (slots are allocated as they are used).
+        let (tx, rx) = mpsc::channel(WINDOW);
         let (state_tx, state) = watch::channel(ConnState::Connecting);
         let task = tokio::spawn(run_publisher(
             rx,
