@@ -390,7 +390,9 @@ fn hub_down_while_lines_are_written() {
     write_lines(&log, &expected);
     expect_lines(&hub, "log:app", &expected, &tail);
     hub.kill9();
-    let b = numbered("b", 0..500);
+    // More than hub-tail keeps in flight: the window fills, the rest waits in the
+    // file, and nothing blocks hub-tail while the hub is away.
+    let b = numbered("b", 0..3000);
     write_lines(&log, &b);
     expected.extend(b);
     let t0 = std::time::Instant::now();
