@@ -221,7 +221,7 @@ struct Spans {
 }
 
 /// Room a [`Tail`] encoding keeps free for its stamp, `{"id":ID,"ts":TS,`: 20 digits
-/// of id and a 24-character ts take 58 bytes (a longer ts makes the stamp move the
+/// of id and a 24-character ts take 59 bytes (a longer ts makes the stamp move the
 /// text once more, nothing worse).
 const STAMP_ROOM: usize = 64;
 
