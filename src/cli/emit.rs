@@ -8,13 +8,14 @@
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::client::{ClientError, Encoded, EventHead, Publisher, RawJson, Ticket, WINDOW};
+use crate::client::{
+    ClientError, Encoded, EventHead, InFlight, Publisher, RawJson, Ticket, WINDOW,
+};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::{Map, Value, json};
-use std::collections::VecDeque;
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -388,11 +389,11 @@ fn not_json(e: &serde_json::Error) -> String {
 async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> anyhow::Result<u8> {
     let mut reader = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut sent = InOrder::default();
-    let (outcomes, mut outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Events sent and not yet answered, with their line numbers.
+    let mut sent: InFlight<u64> = InFlight::default();
     // Events encoded and not yet handed over: they go together once the lines
     // already read are used up (no waiting for more input) or there are STREAM_CHUNK.
-    let mut chunk: Vec<Encoded> = Vec::with_capacity(STREAM_CHUNK);
+    let mut chunk: Vec<(u64, Encoded)> = Vec::with_capacity(STREAM_CHUNK);
     let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(1024);
     let mut lineno: u64 = 0;
@@ -427,10 +428,7 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
             };
             match encoded {
                 None => {}
-                Some(Ok(e)) => {
-                    chunk.push(e);
-                    sent.push(lineno);
-                }
+                Some(Ok(e)) => chunk.push((lineno, e)),
                 Some(Err(msg)) => {
                     eprintln!("hub-emit: stdin line {lineno}: {msg}");
                     tally.malformed += 1;
@@ -444,17 +442,11 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
         // At most WINDOW events unanswered (plus a chunk): what waits for a hub
         // that is away stays bounded, and stdin is read no further meanwhile.
         while sent.len() >= WINDOW {
-            let (first, rs) = outcome_rx.recv().await.expect("we hold a sender");
-            sent.set(first, rs);
+            sent.answered().await;
             tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
         }
-        let first = sent.next - chunk.len() as u64;
-        publisher
-            .send_stream(first, std::mem::take(&mut chunk), &outcomes)
-            .await?;
-        while let Ok((first, rs)) = outcome_rx.try_recv() {
-            sent.set(first, rs);
-        }
+        sent.send(&publisher, &mut chunk).await?;
+        sent.collect();
         tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
         if sent.is_empty() {
             out.flush()?;
@@ -463,13 +455,9 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
             break;
         }
     }
-    drop(outcomes);
+    sent.finish();
     while !sent.is_empty() {
-        match outcome_rx.recv().await {
-            Some((first, rs)) => sent.set(first, rs),
-            // The publisher task is gone without an answer for these.
-            None => sent.fail_all(),
-        }
+        sent.answered().await;
         tally.settle(&mut sent, args.print_id, &mut out, &publisher)?;
     }
     out.flush()?;
@@ -500,60 +488,6 @@ async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> an
     }
 }
 
-/// Events handed to the publisher by `--lines` / `--events`, numbered from 0 in
-/// line order: each one's line, and its outcome once it is in. Outcomes may come
-/// out of order; they are taken out in line order.
-#[derive(Default)]
-struct InOrder {
-    waiting: VecDeque<(u64, Option<Result<u64, ClientError>>)>,
-    /// The number of the front event.
-    front: u64,
-    /// The number the next event gets.
-    next: u64,
-}
-
-impl InOrder {
-    fn push(&mut self, line: u64) {
-        self.waiting.push_back((line, None));
-        self.next += 1;
-    }
-
-    /// The outcomes of the events numbered `first` on.
-    fn set(&mut self, first: u64, outcomes: Vec<Result<u64, ClientError>>) {
-        for (n, r) in (first..).zip(outcomes) {
-            if let Some(slot) = n
-                .checked_sub(self.front)
-                .and_then(|i| self.waiting.get_mut(i as usize))
-            {
-                slot.1 = Some(r);
-            }
-        }
-    }
-
-    /// Every event still waiting failed: the publisher is gone.
-    fn fail_all(&mut self) {
-        for (_, r) in &mut self.waiting {
-            r.get_or_insert(Err(ClientError::Closed));
-        }
-    }
-
-    /// The front event's line and outcome, once its outcome is in.
-    fn pop_ready(&mut self) -> Option<(u64, Result<u64, ClientError>)> {
-        self.waiting.front()?.1.as_ref()?;
-        let (line, r) = self.waiting.pop_front()?;
-        self.front += 1;
-        Some((line, r?))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
-
-    fn len(&self) -> usize {
-        self.waiting.len()
-    }
-}
-
 /// Counts of a `--lines` / `--events` run.
 #[derive(Default)]
 struct Tally {
@@ -566,12 +500,12 @@ impl Tally {
     /// Records the outcomes that are in, in line order.
     fn settle(
         &mut self,
-        sent: &mut InOrder,
+        sent: &mut InFlight<u64>,
         print_id: bool,
         out: &mut impl Write,
         publisher: &Publisher,
     ) -> anyhow::Result<()> {
-        while let Some((line, r)) = sent.pop_ready() {
+        while let Some((line, r)) = sent.pop_answered() {
             self.record(line, r, print_id, out, publisher)?;
         }
         Ok(())

@@ -22,11 +22,11 @@
 use super::state::{StateFile, default_path};
 use super::watch::{Watch, WatchMode};
 use super::{Budget, DEFAULT_MAX_LINE, FileId, Follower, Item, Key, Lines, Start, Stepped};
-use crate::client::{ClientError, Encoded, Publisher, WINDOW};
+use crate::client::{ClientError, InFlight, Publisher, WINDOW};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -290,81 +290,17 @@ struct Flight {
     end: u64,
 }
 
-/// Events handed to the publisher (as a stream: one hand-over per batch, outcomes
-/// back in runs) and not yet answered, oldest first, each with what its answer
-/// means (`T`) and, once it is in, its outcome.
-struct Window<T> {
-    flights: VecDeque<(T, Option<Result<u64, ClientError>>)>,
-    /// The stream number of the oldest.
-    front: u64,
-    to: crate::client::Outcomes,
-    outcomes: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<Result<u64, ClientError>>)>,
-}
-
-impl<T> Window<T> {
-    fn new() -> Self {
-        let (to, outcomes) = tokio::sync::mpsc::unbounded_channel();
-        Window {
-            flights: VecDeque::new(),
-            front: 0,
-            to,
-            outcomes,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.flights.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.flights.is_empty()
-    }
-
-    /// Encodes and sends `batch` (emptied), in order.
-    async fn send(
-        &mut self,
-        publisher: &Publisher,
-        batch: &mut Vec<(T, NewEvent)>,
-    ) -> Result<(), ClientError> {
-        let first = self.front + self.flights.len() as u64;
-        let mut encoded: Vec<Encoded> = Vec::with_capacity(batch.len());
-        for (what, ev) in batch.drain(..) {
-            encoded.push(publisher.encode(ev)?);
-            self.flights.push_back((what, None));
-        }
-        publisher.send_stream(first, encoded, &self.to).await
-    }
-
-    /// Waits for the next outcomes (pending forever when nothing is in flight).
-    ///
-    /// # Cancel safety
-    /// Cancel safe: outcomes are stored as soon as they are received.
-    async fn answered(&mut self) {
-        if self.flights.is_empty() {
-            return std::future::pending().await;
-        }
-        let (first, rs) = self
-            .outcomes
-            .recv()
-            .await
-            .expect("the window holds a sender");
-        for (n, r) in (first..).zip(rs) {
-            if let Some(f) = n
-                .checked_sub(self.front)
-                .and_then(|i| self.flights.get_mut(i as usize))
-            {
-                f.1 = Some(r);
-            }
-        }
-    }
-
-    /// The oldest event and its outcome, once its outcome is in.
-    fn pop_answered(&mut self) -> Option<(T, Result<u64, ClientError>)> {
-        self.flights.front()?.1.as_ref()?;
-        let (what, r) = self.flights.pop_front()?;
-        self.front += 1;
-        Some((what, r?))
-    }
+/// Encodes and sends `batch` (emptied), in order.
+async fn send_batch<T>(
+    inflight: &mut InFlight<T>,
+    publisher: &Publisher,
+    batch: &mut Vec<(T, NewEvent)>,
+) -> Result<(), ClientError> {
+    let mut encoded = batch
+        .drain(..)
+        .map(|(what, ev)| Ok((what, publisher.encode(ev)?)))
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    inflight.send(publisher, &mut encoded).await
 }
 
 /// Builds the events of one run.
@@ -503,7 +439,7 @@ pub async fn run(
     }
 
     let events = Events { cfg: &cfg };
-    let mut inflight: Window<Flight> = Window::new();
+    let mut inflight: InFlight<Flight> = InFlight::default();
     let mut per_follower: Vec<usize> = vec![0; followers.len()];
     let mut dirty = true;
     let mut stopping: Option<Instant> = None;
@@ -587,7 +523,7 @@ pub async fn run(
             for (f, _) in &batch {
                 per_follower[f.follower] += 1;
             }
-            if let Err(e) = inflight.send(publisher, &mut batch).await {
+            if let Err(e) = send_batch(&mut inflight, publisher, &mut batch).await {
                 return Err(fatal(&e, publisher));
             }
         }
@@ -869,7 +805,7 @@ async fn run_stdin(
     let events = Events { cfg };
     let mut stdin = tokio::io::stdin();
     let mut lines = Lines::new(0);
-    let mut inflight: Window<()> = Window::new();
+    let mut inflight: InFlight<()> = InFlight::default();
     let mut eof = false;
     let mut flushed = false;
     let mut shutdown = std::pin::pin!(shutdown);
@@ -895,7 +831,7 @@ async fn run_stdin(
                 lines.flush(key, &mut budget, &mut emit, &mut out);
                 flushed = true;
             }
-            if let Err(e) = inflight.send(publisher, &mut batch).await {
+            if let Err(e) = send_batch(&mut inflight, publisher, &mut batch).await {
                 return Err(fatal(&e, publisher));
             }
         }
