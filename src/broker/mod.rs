@@ -320,12 +320,14 @@ impl Broker {
     fn fan_out(&self, outcomes: &[Appended]) {
         let mut last = 0;
         let mut dups = 0;
+        let mut published = 0;
         {
             let mut tasks = None;
             for a in outcomes {
                 match a {
                     Appended::New(s) => {
                         last = s.id();
+                        published += 1;
                         if TaskBoard::is_task_type(crate::event::Fields::kind(s.as_ref())) {
                             tasks
                                 .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
@@ -342,20 +344,25 @@ impl Broker {
         if last == 0 {
             return;
         }
-        let new: Arc<[Arc<crate::event::StoredEvent>]> = outcomes
-            .iter()
-            .filter_map(|a| match a {
-                Appended::New(ev) => Some(ev.clone()),
-                _ => None,
-            })
-            .collect();
+        // The new events, listed once for every subscriber (and not at all when
+        // nobody is subscribed live).
+        let mut new: Option<Arc<[Arc<crate::event::StoredEvent>]>> = None;
         let mut reg = self.shared.registry.lock().unwrap();
         reg.fanned = last;
         for e in reg.entries.values() {
             if !e.live.load(Ordering::Relaxed) {
                 continue;
             }
-            let Some(chunk) = subscription::Chunk::matching(&new, &e.matcher) else {
+            let new = new.get_or_insert_with(|| {
+                outcomes
+                    .iter()
+                    .filter_map(|a| match a {
+                        Appended::New(ev) => Some(ev.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            });
+            let Some(chunk) = subscription::Chunk::matching(new, &e.matcher) else {
                 continue;
             };
             if e.queued.load(Ordering::Acquire) >= e.capacity {
@@ -369,8 +376,7 @@ impl Broker {
             }
         }
         drop(reg);
-        st.published_total
-            .fetch_add(new.len() as u64, Ordering::Relaxed);
+        st.published_total.fetch_add(published, Ordering::Relaxed);
         self.shared.committed.send_replace(last);
     }
 
