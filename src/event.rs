@@ -445,12 +445,6 @@ impl IncomingEvent {
         ev.validate()?;
         Ok(ev)
     }
-
-    /// The encoded size this event will have once stored, with the widest id: an
-    /// upper bound, so a body can be checked whole before anything is stored.
-    pub fn max_encoded_len(&self) -> usize {
-        self.as_raw().prepare().max_encoded_len()
-    }
 }
 
 impl From<IncomingEvent> for Prepared {

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The broker's fan-out never waits for a subscriber: it hands each live subscriber
-//! the batch's new events as one [`Chunk`] (shared by all subscribers, with the
+//! the batch's new events as one `Chunk` (shared by all subscribers, with the
 //! positions this one takes), unless the subscriber's outbox already holds its
 //! capacity in events; then it flips the subscriber's `live` flag off instead. The
 //! subscription drains what its outbox holds and reads on from the log at its own

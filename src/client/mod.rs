@@ -453,16 +453,16 @@ enum ConnState {
 enum Reply {
     /// Its [`Ticket`].
     Ticket(oneshot::Sender<Result<u64, ClientError>>),
-    /// The stream's receiver ([`Publisher::send_stream`]); the event's number.
+    /// The stream's receiver ([`InFlight`]); the event's number.
     Stream(u64),
 }
 
-/// Where [`Publisher::send_stream`] reports outcomes: `(n, outcomes)` for the
-/// events numbered `n`, `n + 1`, ... (the numbers the caller gave them), one
-/// message per run of consecutive events the hub answered together. Runs come as
+/// Where the publisher task reports the outcomes of stream events ([`InFlight`]):
+/// `(n, outcomes)` for the events numbered `n`, `n + 1`, ..., one message per run
+/// of consecutive events the hub answered together. Runs come as
 /// the hub answers, mostly but not always in the order sent (an event of a batch
 /// the hub refused as a whole is sent again alone, after the others).
-pub type Outcomes = mpsc::UnboundedSender<(u64, Vec<Result<u64, ClientError>>)>;
+type Outcomes = mpsc::UnboundedSender<(u64, Vec<Result<u64, ClientError>>)>;
 
 /// The publisher task's side of the outcomes: each ticket's at once, the stream's
 /// gathered into runs.
@@ -507,11 +507,11 @@ impl Replies {
 }
 
 /// Events encoded by [`Publisher::encode`] or [`Publisher::encode_with_head`], for
-/// [`Publisher::send_stream`].
+/// [`InFlight::send`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded(String);
 
-/// A stream of events sent with [`Publisher::send_stream`] and not yet answered,
+/// A stream of events sent through a [`Publisher`] and not yet answered,
 /// oldest first, each with what the caller keeps for it (`T`: a line number, a
 /// file position) and, once it is in, its outcome; taken out in the order sent
 /// (`hub-emit --lines`, `hub-tail`).
@@ -651,7 +651,7 @@ pub struct Publisher {
 }
 
 /// JSON text known to be exactly one valid JSON value, to be sent as it is (see
-/// [`Publisher::send_with_head`]): a line that is already a JSON object is checked,
+/// [`Publisher::encode_with_head`]): a line that is already a JSON object is checked,
 /// not parsed into a tree and written out again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawJson<'a>(&'a str);
@@ -746,7 +746,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 /// What a stream of events that differ only in their data (`hub-emit --lines`)
 /// shares: its topic, type and source, checked and encoded once, for
-/// [`Publisher::send_with_head`].
+/// [`Publisher::encode_with_head`].
 #[derive(Debug, Clone)]
 pub struct EventHead(String);
 
@@ -865,7 +865,7 @@ impl Publisher {
     }
 
     /// Validates `event`, gives it a key if it has none, and encodes it, for
-    /// [`send_stream`](Publisher::send_stream).
+    /// [`InFlight::send`].
     ///
     /// # Errors
     /// [`ClientError::InvalidEvent`].
@@ -880,7 +880,7 @@ impl Publisher {
 
     /// The event made of `head`, a key of this publisher's and `data`, encoded as
     /// the JSON text it is (one allocation, nothing checked or escaped again), for
-    /// [`send_stream`](Publisher::send_stream).
+    /// [`InFlight::send`].
     pub fn encode_with_head(&self, head: &EventHead, data: RawJson<'_>) -> Encoded {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut key = itoa::Buffer::new();
@@ -889,13 +889,12 @@ impl Publisher {
 
     /// Queues encoded events, numbered `first`, `first + 1`, ..., all at once: one
     /// hand-over to the publisher task instead of one per event and no [`Ticket`]
-    /// each (`hub-emit --lines`). Their outcomes go to `to` (one stream per
+    /// each (see [`InFlight`]). Their outcomes go to `to` (one stream per
     /// publisher: outcomes not yet reported go to the `to` of the latest call).
-    /// Waits only when [`WINDOW`] events are already in flight.
     ///
     /// # Errors
     /// The error that made the publisher give up earlier.
-    pub async fn send_stream(
+    async fn send_stream(
         &self,
         first: u64,
         events: Vec<Encoded>,
@@ -914,21 +913,6 @@ impl Publisher {
             return Err(self.failure());
         }
         Ok(())
-    }
-
-    /// [`send`](Publisher::send) for an event made of `head`, a key of this
-    /// publisher's and `data`, sent as the JSON text it is: one allocation per event,
-    /// no tree built, nothing checked or escaped again (`hub-emit --lines`).
-    ///
-    /// # Errors
-    /// The error that made the publisher give up earlier.
-    pub async fn send_with_head(
-        &self,
-        head: &EventHead,
-        data: RawJson<'_>,
-    ) -> Result<Ticket, ClientError> {
-        let Encoded(event) = self.encode_with_head(head, data);
-        self.enqueue(event).await
     }
 
     /// Queues an encoded event for the publisher task. The event is encoded on the
