@@ -6,6 +6,7 @@
 
 mod access;
 mod http;
+mod read_ahead;
 mod ws;
 
 use crate::broker::Broker;
@@ -96,8 +97,8 @@ pub async fn run(
             access::guard,
         ))
         .with_state(app.clone());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let listener = read_ahead::ReadAheadListener(listener).tap_io(|io| {
+        let _ = io.get_mut().set_nodelay(true);
     });
     let serve = axum::serve(
         listener,
