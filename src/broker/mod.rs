@@ -116,6 +116,42 @@ struct PublishReq {
     reply: oneshot::Sender<Result<Vec<Appended>, String>>,
 }
 
+/// Where the writer thread's answer to a [`PublishReq`] arrives.
+type WriterReply = oneshot::Receiver<Result<Vec<Appended>, String>>;
+
+/// A publish handed to the broker ([`Broker::submit`]): its outcomes, now or once
+/// the writer thread has written it.
+pub enum Submitted {
+    Done(Result<Vec<Appended>, BrokerError>),
+    Queued(WriterReply),
+}
+
+impl Submitted {
+    /// One outcome per event, in order: the event's id (the original id for a
+    /// known key) or why it was refused.
+    ///
+    /// # Errors
+    /// The hub is shutting down or the log could not be written: nothing was
+    /// acknowledged.
+    pub async fn outcomes(self) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
+        let appended = match self {
+            Submitted::Done(result) => result?,
+            Submitted::Queued(rx) => rx
+                .await
+                .map_err(|_| BrokerError::ShuttingDown)?
+                .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?,
+        };
+        Ok(appended
+            .into_iter()
+            .map(|a| match a {
+                Appended::New(s) => Ok(s.id()),
+                Appended::Duplicate(id) => Ok(id),
+                Appended::Refused(e) => Err(e),
+            })
+            .collect())
+    }
+}
+
 struct Shared {
     log: Arc<Log>,
     cfg: BrokerConfig,
@@ -208,25 +244,30 @@ impl Broker {
         &self,
         events: Vec<Prepared>,
     ) -> Result<Vec<Result<u64, EventError>>, BrokerError> {
-        let outcomes = match self.try_inline(events) {
-            Ok(result) => result?,
-            Err(events) => self.queue(events).await?,
-        };
-        Ok(outcomes
-            .into_iter()
-            .map(|a| match a {
-                Appended::New(s) => Ok(s.id()),
-                Appended::Duplicate(id) => Ok(id),
-                Appended::Refused(e) => Err(e),
-            })
-            .collect())
+        self.submit(events).await.outcomes().await
+    }
+
+    /// Hands events over for writing and returns once they have their place in
+    /// the order of writes: written already, or queued for the writer thread
+    /// (waiting only while its queue is full). A publisher that submits again
+    /// before the first [`Submitted`] is answered gets its batches written in
+    /// the order it submitted them, and the writer never waits for its answers.
+    pub async fn submit(&self, events: Vec<Prepared>) -> Submitted {
+        match self.try_inline(events) {
+            Ok(result) => Submitted::Done(result),
+            Err(events) => match self.enqueue(events).await {
+                Ok(rx) => Submitted::Queued(rx),
+                Err(e) => Submitted::Done(Err(e)),
+            },
+        }
     }
 
     /// Writes `events` here and now if the turn is free and nothing is queued for
     /// the writer (queued requests go first: small publishes arriving one after
     /// another must not keep the writer's queue waiting). Gives the events back
-    /// otherwise. A publisher's own order needs no check here: it waits for each
-    /// answer before it publishes again.
+    /// otherwise. A publisher's own order needs no check here: a batch it
+    /// submitted earlier is counted in `queued` until it is written, so a later one
+    /// cannot overtake it inline.
     fn try_inline(
         &self,
         events: Vec<Prepared>,
@@ -253,8 +294,8 @@ impl Broker {
         Ok(result)
     }
 
-    /// Hands `events` to the writer thread and waits for its answer.
-    async fn queue(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, BrokerError> {
+    /// Hands `events` to the writer thread; the receiver gets its answer.
+    async fn enqueue(&self, events: Vec<Prepared>) -> Result<WriterReply, BrokerError> {
         let tx = self
             .shared
             .writer
@@ -268,9 +309,7 @@ impl Broker {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(BrokerError::ShuttingDown);
         }
-        rx.await
-            .map_err(|_| BrokerError::ShuttingDown)?
-            .map_err(|e| BrokerError::Io(std::io::Error::other(e)))
+        Ok(rx)
     }
 
     fn writer_loop(self, mut rx: mpsc::Receiver<PublishReq>) {
@@ -741,6 +780,38 @@ mod tests {
             next[p] += 1;
         }
         assert_eq!(b.log().committed(), total);
+    }
+
+    /// Batches submitted one after another without waiting for answers (a
+    /// WebSocket publisher does this) are written in the order submitted, also
+    /// when a later one is small enough to be written inline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submitted_batches_keep_their_order() {
+        let b = broker(1024, 1_000_000);
+        let mut n = 0;
+        let mut submitted = Vec::new();
+        for round in 0..200 {
+            let size = if round % 2 == 0 { INLINE_MAX * 50 } else { 1 };
+            let batch: Vec<_> = (0..size).map(|j| ev("t", n + j as u64)).collect();
+            n += size as u64;
+            submitted.push((size, b.submit(batch).await));
+        }
+        let mut next = 1;
+        let mut queued = 0;
+        for (size, s) in submitted {
+            queued += usize::from(matches!(s, Submitted::Queued(_)));
+            let ids: Vec<u64> = s
+                .outcomes()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_eq!(ids, (next..next + size as u64).collect::<Vec<_>>());
+            next += size as u64;
+        }
+        assert!(queued > 0, "some batches went to the writer thread");
+        assert_eq!(b.log().committed(), n);
     }
 
     /// One fan-out hands each subscriber the events of a batch it matches: a topic

@@ -3,7 +3,8 @@
 //!
 //! Tasks per connection: the reader (this loop), one writer that batches outgoing
 //! frames into as few socket writes as it can, one publisher that turns pipelined
-//! `publish` frames into batched appends and answers `ack`s in order, and one task
+//! `publish` frames into batched appends (without waiting for one to be written
+//! before it submits the next), one acker that answers them in order, and one task
 //! per subscription that moves deliveries from the broker into the writer's queue.
 //! The writer's queue is bounded: a subscriber that cannot keep up stops taking from
 //! its broker outbox, and the broker moves it to catch-up from the log.
@@ -11,8 +12,8 @@
 use super::access::Authorized;
 use super::http::parse_query;
 use super::{AppState, error_response};
-use crate::broker::SubscribeSpec;
 use crate::broker::subscription::{Delivery, Subscription};
+use crate::broker::{Submitted, SubscribeSpec};
 use crate::event::{EventError, Prepared, RawEvent};
 use crate::protocol::{
     BatchOutcome, ClientFrame, ErrorCode, MAX_FRAME_HEADER, ServerFrame, batch_ack_frame, close,
@@ -404,6 +405,12 @@ impl Conn {
             )
         });
         let _ = tx.send(Box::new(p)).await;
+        // The publisher task was just woken into this worker's LIFO slot, where no
+        // other worker may take it: while frames keep arriving this task would not
+        // give way, and the writer thread would wait for a batch that is parsed
+        // already. Yielding hands it over now (and lets another worker take this
+        // task).
+        tokio::task::yield_now().await;
     }
 
     async fn subscribe(&mut self, name: String, spec: SubscribeSpec, batch: bool) {
@@ -528,13 +535,30 @@ fn refusal_code(e: &EventError) -> ErrorCode {
     }
 }
 
-/// Turns queued `publish` frames into batched appends and answers in order.
+/// Each frame's `req`, and how many events it holds (None: a single `event`).
+type Replies = Vec<(Option<Value>, Option<usize>)>;
+
+/// Batches handed to the broker per connection whose answers are not out yet.
+/// More than one keeps the writer thread busy while answers travel back.
+const SUBMITTED_AHEAD: usize = 8;
+
+/// Turns queued `publish` frames into batched appends. It does not wait for a
+/// batch to be written before it submits the next (the broker keeps their order);
+/// [`acker`] answers them, in order.
 async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: mpsc::Sender<Out>) {
+    let (acks, acks_rx) = mpsc::channel(SUBMITTED_AHEAD);
+    let acker = tokio::spawn(acker(acks_rx, out));
     let mut queued = Vec::with_capacity(1024);
     while rx.recv_many(&mut queued, 1024).await > 0 {
-        // Each frame's req, and how many events it holds (None: a single `event`).
-        let mut replies: Vec<(Option<Value>, Option<usize>)> = Vec::with_capacity(queued.len());
-        let mut batch: Vec<Prepared> = Vec::with_capacity(queued.len());
+        let mut replies: Replies = Vec::with_capacity(queued.len());
+        let events = queued
+            .iter()
+            .map(|p| match &**p {
+                Pipelined::One(..) => 1,
+                Pipelined::Many(_, evs) => evs.len(),
+            })
+            .sum();
+        let mut batch: Vec<Prepared> = Vec::with_capacity(events);
         for p in queued.drain(..) {
             match *p {
                 Pipelined::One(req, ev) => {
@@ -547,7 +571,19 @@ async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: m
                 }
             }
         }
-        let frames: Vec<String> = match app.broker.publish(batch).await {
+        let submitted = app.broker.submit(batch).await;
+        if acks.send((replies, submitted)).await.is_err() {
+            break;
+        }
+    }
+    drop(acks);
+    let _ = acker.await;
+}
+
+/// Answers submitted batches in the order they were submitted.
+async fn acker(mut rx: mpsc::Receiver<(Replies, Submitted)>, out: mpsc::Sender<Out>) {
+    while let Some((replies, submitted)) = rx.recv().await {
+        let frames: Vec<String> = match submitted.outcomes().await {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
                 replies
