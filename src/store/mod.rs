@@ -9,9 +9,11 @@
 //! fsynced with [`FsyncMode::Always`]); only then does [`Log::committed`] move, so no
 //! reader ever sees an event that could still vanish in a crash of the process.
 
+mod dedup;
 pub mod segment;
 
 use crate::event::{EventError, Fields, Prepared, StoredEvent};
+use dedup::Dedup;
 use segment::{FLAG_TASK, Segment, SegmentRef, encode_record, parse_segment_name};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -20,8 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How many idempotency keys the hub remembers (SPEC §1).
-pub const DEDUP_KEYS: usize = 100_000;
+pub use dedup::DEDUP_KEYS;
 
 /// When written data reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,92 +133,6 @@ struct Inner {
     /// Keeps the data dir's lock for the life of the log.
     _lock: Option<File>,
     buf: Vec<u8>,
-}
-
-/// The last [`DEDUP_KEYS`] keys and their ids. A key is held as a 128-bit hash (two
-/// foldhash hashes, each with its own random seeds), so remembering one costs no
-/// allocation. Two different keys share a hash with a probability of about 2^-128:
-/// with 100,000 keys held, a new event is mistaken for a resend less often than once
-/// in 10^33.
-///
-/// Two tables take turns: keys go into `cur`; once it has taken [`DEDUP_KEYS`], it
-/// becomes `prev` and the old `prev` is emptied to take the next ones. Each key
-/// carries its ordinal (how many keys came before it), and one in `prev` counts
-/// only while it is among the last [`DEDUP_KEYS`]: the same window as forgetting
-/// the oldest key one by one, without a lookup per forgotten key (a cache miss
-/// each, on a table of megabytes).
-struct Dedup {
-    seeds: [foldhash::quality::SeedableRandomState; 2],
-    cur: DedupTable,
-    prev: DedupTable,
-    /// The ordinal the next key gets.
-    next: u64,
-    /// The ordinal of the first key `cur` took.
-    cur_from: u64,
-}
-
-/// Key hash → (id, ordinal).
-type DedupTable = HashMap<[u64; 2], (u64, u64), foldhash::fast::RandomState>;
-
-impl Dedup {
-    /// Both tables sized from the start: neither grows on the write path.
-    fn new() -> Dedup {
-        let table = || HashMap::with_capacity_and_hasher(DEDUP_KEYS, Default::default());
-        Dedup {
-            seeds: dedup_seeds(),
-            cur: table(),
-            prev: table(),
-            next: 0,
-            cur_from: 0,
-        }
-    }
-
-    /// The key's 128-bit hash, as two words (16 bytes without u128's alignment).
-    fn hash(&self, key: &str) -> [u64; 2] {
-        use std::hash::BuildHasher;
-        let [a, b] = &self.seeds;
-        [a.hash_one(key), b.hash_one(key)]
-    }
-
-    /// The id stored under this key, if it is among the last [`DEDUP_KEYS`].
-    fn get(&self, hash: [u64; 2]) -> Option<u64> {
-        // Everything in `cur` is in the window; in `prev`, the newer part.
-        if let Some(&(id, _)) = self.cur.get(&hash) {
-            return Some(id);
-        }
-        let oldest = self.next.saturating_sub(DEDUP_KEYS as u64);
-        match self.prev.get(&hash) {
-            Some(&(id, ord)) if ord >= oldest => Some(id),
-            _ => None,
-        }
-    }
-
-    fn insert(&mut self, h: [u64; 2], id: u64) {
-        if self.next - self.cur_from >= DEDUP_KEYS as u64 {
-            std::mem::swap(&mut self.cur, &mut self.prev);
-            self.cur.clear();
-            self.cur_from = self.next;
-        }
-        self.cur.insert(h, (id, self.next));
-        self.next += 1;
-    }
-}
-
-/// Two hash states with independent random seeds (the shared part drawn once per
-/// process).
-fn dedup_seeds() -> [foldhash::quality::SeedableRandomState; 2] {
-    use foldhash::{SharedSeed, quality::SeedableRandomState};
-    static SHARED: std::sync::OnceLock<[SharedSeed; 2]> = std::sync::OnceLock::new();
-    let [a, b] = SHARED.get_or_init(|| {
-        [
-            SharedSeed::from_u64(fastrand::u64(..)),
-            SharedSeed::from_u64(fastrand::u64(..)),
-        ]
-    });
-    [
-        SeedableRandomState::with_seed(fastrand::u64(..), a),
-        SeedableRandomState::with_seed(fastrand::u64(..), b),
-    ]
 }
 
 fn is_task_type(kind: &str) -> bool {
@@ -346,23 +261,29 @@ impl Log {
         }
         let mut inner = self.inner.lock().unwrap();
         let inner = &mut *inner;
+        let hashes: Vec<[u64; 2]> = batch
+            .iter()
+            .filter_map(|new| Some(inner.dedup.hash(new.key()?)))
+            .collect();
+        let known = inner.dedup.get_many(&hashes);
         let slots: Vec<Slot> = {
             // Key hash → index of its first event in this batch (only needed when
             // the batch has several events).
             let mut first: HashMap<[u64; 2], usize, foldhash::fast::RandomState> =
                 HashMap::with_capacity_and_hasher(
-                    if batch.len() > 1 { batch.len() } else { 0 },
+                    if batch.len() > 1 { hashes.len() } else { 0 },
                     Default::default(),
                 );
+            let mut keyed = hashes.iter().zip(known);
             batch
                 .iter()
                 .enumerate()
                 .map(|(i, new)| {
-                    let Some(k) = new.key() else {
+                    if new.key().is_none() {
                         return Slot::New(None);
-                    };
-                    let h = inner.dedup.hash(k);
-                    match inner.dedup.get(h) {
+                    }
+                    let (&h, known) = keyed.next().expect("one hash per key");
+                    match known {
                         Some(id) => Slot::Stored(id),
                         None if batch.len() == 1 => Slot::New(Some(h)),
                         None => match first.entry(h) {
@@ -701,50 +622,6 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&r), ["dup9", "new104"]);
         assert_eq!(read_ids(&log, 95), (96..=104).collect::<Vec<_>>());
-    }
-
-    /// Exactly the last DEDUP_KEYS keys are remembered, across the turns of the two
-    /// tables: checked against a plain model (a queue of the last keys) over three
-    /// turns, with keys stored again (a log may hold a key twice, far apart, and
-    /// reopening inserts both) and keys that come back after leaving the window.
-    #[test]
-    fn dedup_remembers_exactly_the_last_keys() {
-        let mut d = Dedup::new();
-        let mut model: VecDeque<([u64; 2], u64)> = VecDeque::new();
-        let remembered = |m: &VecDeque<([u64; 2], u64)>, h: [u64; 2]| {
-            m.iter().rev().find(|(k, _)| *k == h).map(|&(_, id)| id)
-        };
-        let n = 3 * DEDUP_KEYS + 17;
-        let key = |i: usize| {
-            // Every 7th key repeats one from 1.5 windows back (out of the window),
-            // every 11th one from 10 keys back (still in it).
-            if i.is_multiple_of(7) && i > 3 * DEDUP_KEYS / 2 {
-                i - 3 * DEDUP_KEYS / 2
-            } else if i.is_multiple_of(11) && i > 10 {
-                i - 10
-            } else {
-                i
-            }
-        };
-        for i in 0..n {
-            let h = d.hash(&format!("k{}", key(i)));
-            let id = i as u64 + 1;
-            d.insert(h, id);
-            model.push_back((h, id));
-            if model.len() > DEDUP_KEYS {
-                model.pop_front();
-            }
-            if i % 997 == 0 || i % DEDUP_KEYS < 3 || i % DEDUP_KEYS > DEDUP_KEYS - 3 {
-                for back in [0, 1, 10, DEDUP_KEYS - 1, DEDUP_KEYS, DEDUP_KEYS + 1] {
-                    let Some(j) = i.checked_sub(back) else {
-                        continue;
-                    };
-                    let h = d.hash(&format!("k{}", key(j)));
-                    assert_eq!(d.get(h), remembered(&model, h), "i={i} back={back}");
-                }
-            }
-        }
-        assert_eq!(d.get(d.hash("never")), None);
     }
 
     #[test]
