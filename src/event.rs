@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest topic, in bytes.
@@ -194,13 +194,17 @@ impl Event {
             source: self.source.as_deref(),
             key: self.key.as_deref(),
         };
-        put_stamp(tail.encode(&data).0, self.id, ts).0
+        let (tail, _) = tail.encode(&data);
+        let mut out = String::with_capacity(STAMP_ROOM + tail.len());
+        write_stamp(&mut out, self.id, ts);
+        out.push_str(&tail);
+        out
     }
 }
 
 /// Everything of an encoded event but its id, ts and data: the one place that
 /// writes the stored JSON form, for [`Event::encode`] and [`Prepared`]. The stored
-/// form is `{"id":ID,"ts":TS,` ([`put_stamp`]) followed by what [`Tail::encode`]
+/// form is `{"id":ID,"ts":TS,` ([`write_stamp`]) followed by what [`Tail::encode`]
 /// writes, so the hub encodes that part where an event comes in and stamps it
 /// when the log assigns its id.
 struct Tail<'a> {
@@ -219,11 +223,6 @@ struct Spans {
     key: Option<(u32, u32)>,
     data: (u32, u32),
 }
-
-/// Room a [`Tail`] encoding keeps free for its stamp, `{"id":ID,"ts":TS,`: 20 digits
-/// of id and a 24-character ts take 59 bytes (a longer ts makes the stamp move the
-/// text once more, nothing worse).
-const STAMP_ROOM: usize = 64;
 
 /// A JSON string: copied between quotes when nothing in it needs escaping (topics
 /// and types never do; the span of the copy is returned), else through serde_json.
@@ -244,77 +243,63 @@ fn put_str(out: &mut String, s: &str) -> Option<(u32, u32)> {
 }
 
 impl Tail<'_> {
-    /// `"topic":...,"data":DATA}` with `data` (already compact JSON text) spliced
-    /// in, with room for the stamp, and where its fields sit in it.
-    fn encode(&self, data: &str) -> (String, Spans) {
+    /// Bytes [`Tail::encode_into`] writes, or a little more.
+    fn size_hint(&self, data: &str) -> usize {
         let opt = |o: Option<&str>| o.map_or(0, |s| s.len() + 12);
-        let mut out = String::with_capacity(
-            STAMP_ROOM
-                + 40
-                + self.topic.len()
-                + self.kind.len()
-                + opt(self.source)
-                + opt(self.key)
-                + data.len(),
-        );
+        40 + self.topic.len() + self.kind.len() + opt(self.source) + opt(self.key) + data.len()
+    }
+
+    /// `"topic":...,"data":DATA}` with `data` (already compact JSON text) spliced
+    /// in, and where its fields sit in it.
+    fn encode(&self, data: &str) -> (String, Spans) {
+        let mut out = String::with_capacity(self.size_hint(data));
+        let spans = self.encode_into(&mut out, data);
+        (out, spans)
+    }
+
+    /// [`Tail::encode`], appended to `out`; the spans count from where it starts.
+    fn encode_into(&self, out: &mut String, data: &str) -> Spans {
+        let base = out.len() as u32;
+        let rel = |span: Option<(u32, u32)>| span.map(|(a, b)| (a - base, b - base));
         out.push_str("\"topic\":");
-        let topic = put_str(&mut out, self.topic);
+        let topic = rel(put_str(out, self.topic));
         out.push_str(",\"type\":");
-        let kind = put_str(&mut out, self.kind);
+        let kind = rel(put_str(out, self.kind));
         let source = self.source.and_then(|src| {
             out.push_str(",\"source\":");
-            put_str(&mut out, src)
+            rel(put_str(out, src))
         });
         let key = self.key.and_then(|key| {
             out.push_str(",\"key\":");
-            put_str(&mut out, key)
+            rel(put_str(out, key))
         });
         out.push_str(",\"data\":");
-        let start = out.len() as u32;
+        let start = out.len() as u32 - base;
         out.push_str(data);
-        let end = out.len() as u32;
+        let end = out.len() as u32 - base;
         out.push('}');
-        let spans = Spans {
+        Spans {
             topic,
             kind,
             source,
             key,
             data: (start, end),
-        };
-        (out, spans)
+        }
     }
 }
 
-/// Puts the stamp `{"id":ID,"ts":TS,` in front of an encoded tail, in its spare
-/// room (no allocation); returns the event's JSON and the stamp's length.
-fn put_stamp(mut tail: String, id: u64, ts: &str) -> (String, usize) {
-    let mut idb = itoa::Buffer::new();
-    let id = idb.format(id).as_bytes();
-    // `ts` is one this hub formatted (RFC 3339: nothing to escape): assembled on the
-    // stack. Anything else goes through the general path.
-    let mut pre = [0u8; STAMP_ROOM];
-    let parts: [&[u8]; 5] = [b"{\"id\":", id, b",\"ts\":\"", ts.as_bytes(), b"\","];
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let plain = ts.bytes().all(|b| b > b'"' && b != b'\\' && b < 0x7f);
-    if len <= STAMP_ROOM && plain {
-        let mut at = 0;
-        for p in parts {
-            pre[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        let pre = std::str::from_utf8(&pre[..len]).expect("ASCII");
-        tail.insert_str(0, pre);
-        (tail, len)
-    } else {
-        let mut p = String::with_capacity(STAMP_ROOM);
-        p.push_str("{\"id\":");
-        p.push_str(std::str::from_utf8(id).expect("digits"));
-        p.push_str(",\"ts\":");
-        put_str(&mut p, ts);
-        p.push(',');
-        tail.insert_str(0, &p);
-        (tail, p.len())
-    }
+/// Room for a stamp, `{"id":ID,"ts":TS,`: 20 digits of id and a 24-character ts
+/// take 59 bytes.
+const STAMP_ROOM: usize = 64;
+
+/// Writes the stamp `{"id":ID,"ts":TS,` that goes in front of an encoded tail.
+fn write_stamp(out: &mut String, id: u64, ts: &str) {
+    out.push_str("{\"id\":");
+    out.push_str(itoa::Buffer::new().format(id));
+    out.push_str(",\"ts\":");
+    // A ts this hub formatted has nothing to escape: copied as it is.
+    put_str(out, ts);
+    out.push(',');
 }
 
 /// The fields of an event that matching and the tasks board read, for both the
@@ -545,40 +530,77 @@ impl RawEvent<'_> {
         Ok(())
     }
 
+    /// `data` as compact JSON text.
+    fn data_text(&self) -> Cow<'_, str> {
+        match self.data {
+            Some(d) => compact_json(d.get()),
+            None => Cow::Borrowed("null"),
+        }
+    }
+
+    fn tail(&self) -> Tail<'_> {
+        Tail {
+            topic: &self.topic.0,
+            kind: self.kind(),
+            source: Self::opt(&self.source),
+            key: Self::opt(&self.key),
+        }
+    }
+
     /// Encodes the event, all but its stamp (check it first with
     /// [`validate`](RawEvent::validate)).
     pub fn prepare(&self) -> Prepared {
-        let data = match self.data {
-            Some(d) => compact_json(d.get()),
-            None => Cow::Borrowed("null"),
-        };
-        let (topic, kind) = (&*self.topic.0, self.kind());
-        let (source, key) = (Self::opt(&self.source), Self::opt(&self.key));
-        let (tail, at) = Tail {
-            topic,
-            kind,
-            source,
-            key,
+        Self::prepare_all(std::slice::from_ref(self))
+            .pop()
+            .expect("one event")
+    }
+
+    /// Encodes events, all but their stamps, into one shared buffer (check them
+    /// first with [`validate`](RawEvent::validate)): one allocation for a batch,
+    /// not one per event, and one free once the last of them is stored.
+    pub fn prepare_all(events: &[RawEvent<'_>]) -> Vec<Prepared> {
+        let data = RawEvent::data_text;
+        let tail = RawEvent::tail;
+        let size = events.iter().map(|e| tail(e).size_hint(&data(e))).sum();
+        let mut buf = String::with_capacity(size);
+        let mut parts = Vec::with_capacity(events.len());
+        for e in events {
+            let start = buf.len();
+            let at = tail(e).encode_into(&mut buf, &data(e));
+            parts.push((start, buf.len() - start, at));
         }
-        .encode(&data);
-        Prepared {
-            tail,
-            topic: Text::new(at.topic, topic),
-            kind: Text::new(at.kind, kind),
-            source: source.map(|v| Text::new(at.source, v)),
-            key: key.map(|v| Text::new(at.key, v)),
-            data_at: at.data,
-        }
+        let buf = Arc::new(buf);
+        events
+            .iter()
+            .zip(parts)
+            .map(|(e, (start, len, at))| {
+                let t = tail(e);
+                Prepared {
+                    buf: buf.clone(),
+                    start: start as u32,
+                    len: len as u32,
+                    topic: Text::new(at.topic, t.topic),
+                    kind: Text::new(at.kind, t.kind),
+                    source: t.source.map(|v| Text::new(at.source, v)),
+                    key: t.key.map(|v| Text::new(at.key, v)),
+                    data_at: at.data,
+                }
+            })
+            .collect()
     }
 }
 
 /// An event checked and encoded where it came in, all but the stamp
-/// (`{"id":ID,"ts":TS,`) that only the log can give it: the log's writer puts the
-/// stamp in front ([`StoredEvent::stamp`]), in room kept for it, and is done.
+/// (`{"id":ID,"ts":TS,`) that only the log can give it: the log's writer writes
+/// the stamp and then this text ([`StoredEvent::stamp`]). Events prepared together
+/// share one buffer.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// `"topic":...,"data":DATA}`, with spare capacity for the stamp.
-    tail: String,
+    /// Holds this event's `"topic":...,"data":DATA}` at `start`, `len` bytes.
+    buf: Arc<String>,
+    start: u32,
+    len: u32,
+    /// Spans count from `start`.
     topic: Text,
     kind: Text,
     source: Option<Text>,
@@ -587,19 +609,24 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// `"topic":...,"data":DATA}`.
+    fn tail(&self) -> &str {
+        &self.buf[self.start as usize..(self.start + self.len) as usize]
+    }
+
     pub fn key(&self) -> Option<&str> {
-        self.key.as_ref().map(|t| t.get(&self.tail))
+        self.key.as_ref().map(|t| t.get(self.tail()))
     }
 
     pub fn kind(&self) -> &str {
-        self.kind.get(&self.tail)
+        self.kind.get(self.tail())
     }
 
     /// The size of the stored encoding with the widest id: an upper bound, so a
     /// body can be checked whole before anything is stored.
     pub fn max_encoded_len(&self) -> usize {
         // `{"id":` 20 digits `,"ts":"` 24 characters `",`
-        6 + 20 + 7 + 24 + 2 + self.tail.len()
+        6 + 20 + 7 + 24 + 2 + self.len as usize
     }
 }
 
@@ -869,7 +896,13 @@ impl StoredEvent {
     /// Gives a prepared event its id and receive time (`ts_text` is `ts` formatted,
     /// once per batch): the stamp goes in front of its encoding, in place.
     pub fn stamp(p: Prepared, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
-        let (json, n) = put_stamp(p.tail, id, ts_text);
+        // A string of its own (on the writer's thread, where the cache also frees
+        // it): `p`'s buffer is shared with the rest of its batch.
+        let tail = p.tail();
+        let mut json = String::with_capacity(STAMP_ROOM + tail.len());
+        write_stamp(&mut json, id, ts_text);
+        let n = json.len();
+        json.push_str(tail);
         StoredEvent {
             id,
             ts,

@@ -356,7 +356,7 @@ impl Conn {
                     self.error(ErrorCode::BadRequest, msg, req, None).await;
                     return;
                 }
-                let events = events.iter().map(RawEvent::prepare).collect();
+                let events = RawEvent::prepare_all(&events);
                 self.pipeline(Pipelined::Many(req, events)).await;
             }
             ClientFrame::Subscribe {
