@@ -524,7 +524,9 @@ impl RawEvent<'_> {
             Self::opt(&self.source),
             Self::opt(&self.key),
         )?;
-        if let Some(d) = &self.data {
+        if let Some(d) = &self.data
+            && may_fail_value_parse(d.get())
+        {
             check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;
         }
         Ok(())
@@ -628,6 +630,41 @@ impl Prepared {
         // `{"id":` 20 digits `,"ts":"` 24 characters `",`
         6 + 20 + 7 + 24 + 2 + self.len as usize
     }
+}
+
+/// Whether raw JSON that serde_json has read already (as a [`RawValue`]: its
+/// structure, string escapes and characters are valid) may still hold what parsing
+/// it into a `Value` refuses: a number beyond f64's range (that takes an exponent,
+/// or 309 digits), an escaped lone surrogate (that takes a `\u` escape), or nesting
+/// past serde_json's recursion limit of 128 (that takes 128 brackets). Where this
+/// says no, [`check_json`] would pass: one quick pass over the bytes instead of a
+/// second parse, for most data.
+fn may_fail_value_parse(text: &str) -> bool {
+    let b = text.as_bytes();
+    // `\u`, or a digit and then `e`/`E`: one branch-free pass over byte pairs, which
+    // the compiler vectorizes.
+    let pairs = b.iter().zip(b.iter().skip(1)).fold(false, |hit, (&x, &y)| {
+        hit | ((x == b'\\') & (y == b'u')) | ((x.wrapping_sub(b'0') < 10) & ((y | 0x20) == b'e'))
+    });
+    // 300 digits or 100 open brackets need as many bytes.
+    pairs || (b.len() >= 200 && long_number_or_deep(b))
+}
+
+/// 300 digits in a row, or 100 open brackets.
+fn long_number_or_deep(b: &[u8]) -> bool {
+    let (mut digits, mut opens) = (0u32, 0u32);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else {
+            digits = 0;
+            opens += u32::from(c == b'[' || c == b'{');
+        }
+        if digits >= 300 || opens >= 100 {
+            return true;
+        }
+    }
+    false
 }
 
 /// Checks that `text` is exactly one JSON value, as strictly as parsing it into a
@@ -1121,6 +1158,54 @@ mod tests {
         // Spaces inside strings only: compact already.
         assert!(matches!(compact_json("{\"a\":\"x y\"}"), Cow::Borrowed(_)));
         assert_eq!(compact_json("{\"a\":\"x y\"}\n"), "{\"a\":\"x y\"}");
+    }
+
+    /// The quick pass lets through only data a `Value` parse takes: each way a raw
+    /// value can fail that parse is caught (and the strict check then refuses it),
+    /// and ordinary data is not sent to the strict check.
+    #[test]
+    fn quick_pass_catches_what_a_value_parse_refuses() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let long = |n: usize| "9".repeat(n);
+        let refused = [
+            "1e999".to_string(),
+            "[1E400]".to_string(),
+            "-2.5e+309".to_string(),
+            r#""\ud800""#.to_string(),
+            r#"{"a":"\udc00x"}"#.to_string(),
+            deep(200),
+            long(400),
+            format!("{}.5", long(320)),
+        ];
+        for text in &refused {
+            let raw: &RawValue = serde_json::from_str(text).expect("a raw value takes it");
+            assert!(
+                check_json(raw.get()).is_err(),
+                "a Value parse refuses {text:.40}"
+            );
+            assert!(may_fail_value_parse(raw.get()), "caught: {text:.40}");
+        }
+        let fine = [
+            r#"{"n":1,"pad":"xxxx"}"#.to_string(),
+            r#"{"message":"deploy 42 done","percent":50.5,"ok":true,"x":null}"#.to_string(),
+            r#"{"line":"say \"hi\"\n","n":-12.25}"#.to_string(),
+            deep(99),
+            long(299),
+        ];
+        for text in &fine {
+            assert!(check_json(text).is_ok(), "{text:.40}");
+            assert!(
+                !may_fail_value_parse(text),
+                "not sent to the strict check: {text:.40}"
+            );
+        }
+        // The strict check still runs where it may matter, and passes what is fine.
+        for text in ["1e5", "[2E-3]", r#""\u00e9""#] {
+            assert!(
+                may_fail_value_parse(text) && check_json(text).is_ok(),
+                "{text}"
+            );
+        }
     }
 
     /// A raw event read in place, prepared and stamped: the stamp goes in front in
