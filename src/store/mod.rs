@@ -367,9 +367,7 @@ impl Log {
         for (h, id) in keyed {
             inner.dedup.insert(h, id);
         }
-        for s in &stored {
-            inner.cache.push_back(s.clone());
-        }
+        inner.cache.extend(stored);
         while inner.cache.len() > self.cfg.cache_events {
             inner.cache.pop_front();
         }
