@@ -170,6 +170,46 @@ async fn a_subscriber_that_stops_reading_still_gets_everything_in_order() {
     assert_eq!(st["gaps_total"], 0);
 }
 
+/// Batch frames (written by the writer thread) and single events (written at once
+/// when nothing is queued) pipelined on one socket: the answers come in the order
+/// the frames were sent, and the ids follow that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_and_single_events_are_answered_in_order() {
+    let hub = Hub::start(&[]);
+    let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
+    let mut sizes = Vec::new();
+    for req in 0..120u64 {
+        let size = if req % 3 == 0 { 200 } else { 1 };
+        let events: Vec<Value> = (0..size)
+            .map(|i| json!({"topic":"t","data":{"req":req,"i":i}}))
+            .collect();
+        c.send(json!({"type":"publish","req":req,"events":events}))
+            .await;
+        sizes.push(size);
+    }
+    let mut next_id = 1;
+    for (req, size) in sizes.into_iter().enumerate() {
+        let f = c.frame().await;
+        assert_eq!(
+            (f["type"].as_str(), f["req"].as_u64()),
+            (Some("ack"), Some(req as u64)),
+            "{f}"
+        );
+        let ids: Vec<u64> = f["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            (next_id..next_id + size).collect::<Vec<_>>(),
+            "req {req}"
+        );
+        next_id += size;
+    }
+}
+
 #[tokio::test]
 async fn publish_frames_are_acked_and_keys_deduplicate() {
     let hub = Hub::start(&[]);

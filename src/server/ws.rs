@@ -28,7 +28,8 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -552,17 +553,22 @@ fn refusal_code(e: &EventError) -> ErrorCode {
 
 /// Each frame's `req`, and how many events it holds (None: a single `event`).
 type Replies = Vec<(Option<Value>, Option<usize>)>;
+/// A submitted batch the acker is to answer.
+type Answering = (Replies, Submitted);
 
-/// Batches handed to the broker per connection whose answers are not out yet.
+/// Batches handed to the acker per connection whose answers are not out yet.
 /// More than one keeps the writer thread busy while answers travel back.
 const SUBMITTED_AHEAD: usize = 8;
 
 /// Turns queued `publish` frames into batched appends. It does not wait for a
-/// batch to be written before it submits the next (the broker keeps their order);
-/// [`acker`] answers them, in order.
+/// batch to be written before it submits the next (the broker keeps their order):
+/// [`acker`] waits for the answers and sends them, in order. A batch written at
+/// once (inline) is answered from here when nothing is waiting before it, as a
+/// lone publish usually is: no hand-over, and no acker task unless one is needed.
 async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: mpsc::Sender<Out>) {
-    let (acks, acks_rx) = mpsc::channel(SUBMITTED_AHEAD);
-    let acker = tokio::spawn(acker(acks_rx, out));
+    // Batches handed to the acker and not answered yet.
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let mut acks: Option<(mpsc::Sender<Answering>, JoinHandle<()>)> = None;
     let mut queued = Vec::with_capacity(1024);
     while rx.recv_many(&mut queued, 1024).await > 0 {
         let mut replies: Replies = Vec::with_capacity(queued.len());
@@ -587,70 +593,104 @@ async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: m
             }
         }
         let submitted = app.broker.submit(batch).await;
-        if acks.send((replies, submitted)).await.is_err() {
+        // The acker decrements `waiting` only once its answers are in `out`, so at
+        // zero these go after every earlier one.
+        if matches!(submitted, Submitted::Done(_)) && waiting.load(Ordering::Acquire) == 0 {
+            if !send_all(&out, answers(replies, submitted.outcomes().await)).await {
+                break;
+            }
+            continue;
+        }
+        let (tx, _) = acks.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(SUBMITTED_AHEAD);
+            (tx, tokio::spawn(acker(rx, out.clone(), waiting.clone())))
+        });
+        waiting.fetch_add(1, Ordering::AcqRel);
+        if tx.send((replies, submitted)).await.is_err() {
             break;
         }
     }
-    drop(acks);
-    let _ = acker.await;
+    if let Some((tx, acker)) = acks {
+        drop(tx);
+        let _ = acker.await;
+    }
 }
 
 /// Answers submitted batches in the order they were submitted.
-async fn acker(mut rx: mpsc::Receiver<(Replies, Submitted)>, out: mpsc::Sender<Out>) {
+async fn acker(
+    mut rx: mpsc::Receiver<Answering>,
+    out: mpsc::Sender<Out>,
+    waiting: Arc<AtomicUsize>,
+) {
     while let Some((replies, submitted)) = rx.recv().await {
-        let frames: Vec<String> = match submitted.outcomes().await {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                replies
-                    .into_iter()
-                    .map(|(req, many)| match many {
-                        None => match outcomes.next().expect("one outcome per event") {
-                            Ok(id) => ServerFrame::Ack { req, id }.encode(),
-                            Err(e) => ServerFrame::Error {
-                                code: refusal_code(&e).as_str().into(),
-                                message: e.to_string(),
-                                req,
-                                sub: None,
-                            }
-                            .encode(),
-                        },
-                        Some(n) => {
-                            let results: Vec<BatchOutcome> = outcomes
-                                .by_ref()
-                                .take(n)
-                                .map(|o| o.map_err(|e| (refusal_code(&e), e.to_string())))
-                                .collect();
-                            batch_ack_frame(&req, &results)
-                        }
-                    })
-                    .collect()
-            }
-            Err(e) => {
-                let (code, msg) = match e {
-                    crate::broker::BrokerError::ShuttingDown => (
-                        ErrorCode::ShuttingDown,
-                        "the hub is shutting down; retry after reconnecting".to_string(),
-                    ),
-                    other => (ErrorCode::Internal, other.to_string()),
-                };
-                replies
-                    .into_iter()
-                    .map(|(req, _)| {
-                        ServerFrame::Error {
-                            code: code.as_str().into(),
-                            message: msg.clone(),
+        if !send_all(&out, answers(replies, submitted.outcomes().await)).await {
+            return;
+        }
+        waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn send_all(out: &mpsc::Sender<Out>, frames: Vec<String>) -> bool {
+    for f in frames {
+        if out.send(text(f)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The `ack` (or `error`) frames of a batch's frames, from its outcomes.
+fn answers(
+    replies: Replies,
+    outcomes: Result<Vec<Result<u64, EventError>>, crate::broker::BrokerError>,
+) -> Vec<String> {
+    match outcomes {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            replies
+                .into_iter()
+                .map(|(req, many)| match many {
+                    None => match outcomes.next().expect("one outcome per event") {
+                        Ok(id) => ServerFrame::Ack { req, id }.encode(),
+                        Err(e) => ServerFrame::Error {
+                            code: refusal_code(&e).as_str().into(),
+                            message: e.to_string(),
                             req,
                             sub: None,
                         }
-                        .encode()
-                    })
-                    .collect()
-            }
-        };
-        for f in frames {
-            if out.send(text(f)).await.is_err() {
-                return;
-            }
+                        .encode(),
+                    },
+                    Some(n) => {
+                        let results: Vec<BatchOutcome> = outcomes
+                            .by_ref()
+                            .take(n)
+                            .map(|o| o.map_err(|e| (refusal_code(&e), e.to_string())))
+                            .collect();
+                        batch_ack_frame(&req, &results)
+                    }
+                })
+                .collect()
+        }
+        Err(e) => {
+            let (code, msg) = match e {
+                crate::broker::BrokerError::ShuttingDown => (
+                    ErrorCode::ShuttingDown,
+                    "the hub is shutting down; retry after reconnecting".to_string(),
+                ),
+                other => (ErrorCode::Internal, other.to_string()),
+            };
+            replies
+                .into_iter()
+                .map(|(req, _)| {
+                    ServerFrame::Error {
+                        code: code.as_str().into(),
+                        message: msg.clone(),
+                        req,
+                        sub: None,
+                    }
+                    .encode()
+                })
+                .collect()
         }
     }
 }
