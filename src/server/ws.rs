@@ -53,7 +53,7 @@ const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// Pipelined publishes queued per connection before the reader waits.
 const PUBLISH_QUEUE: usize = 4096;
 /// Events a connection queues for its publisher before it gives way to it.
-const YIELD_EVERY: usize = 1024;
+const YIELD_EVERY: usize = 256;
 
 /// What the connection is told before it is served.
 enum Refusal {
@@ -192,7 +192,6 @@ async fn connection(
         out: out_tx.clone(),
         subs: HashMap::new(),
         publish: None,
-        unyielded: 0,
     };
     if let Some(spec) = initial {
         Box::pin(conn.subscribe("q".into(), spec, false)).await;
@@ -255,7 +254,12 @@ async fn finish(
     for (_, h) in conn.subs.drain() {
         h.abort();
     }
-    if let Some((tx, publisher)) = conn.publish.take() {
+    if let Some(Publishing {
+        tx,
+        task: publisher,
+        ..
+    }) = conn.publish.take().map(|b| *b)
+    {
         drop(tx);
         // Let pending acks go out before the close frame.
         let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
@@ -295,9 +299,15 @@ struct Conn {
     out: mpsc::Sender<Out>,
     subs: HashMap<String, JoinHandle<()>>,
     /// Started with the first `publish` frame: most connections only subscribe, and
-    /// an idle connection should cost little memory.
-    publish: Option<(mpsc::Sender<Box<Pipelined>>, JoinHandle<()>)>,
-    /// Events queued for the publisher since this task last gave way.
+    /// an idle connection should cost little memory (boxed: one word here).
+    publish: Option<Box<Publishing>>,
+}
+
+/// A connection's publisher task, and what its reader queued for it.
+struct Publishing {
+    tx: mpsc::Sender<Box<Pipelined>>,
+    task: JoinHandle<()>,
+    /// Events queued since the reader last gave way.
     unyielded: usize,
 }
 
@@ -403,18 +413,20 @@ impl Conn {
 
     /// Queues a publish for the connection's publisher task (started on first use).
     async fn pipeline(&mut self, p: Pipelined) {
-        let (tx, _) = self.publish.get_or_insert_with(|| {
+        let publishing = self.publish.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-            (
+            let task = tokio::spawn(publisher(self.app.clone(), rx, self.out.clone()));
+            Box::new(Publishing {
                 tx,
-                tokio::spawn(publisher(self.app.clone(), rx, self.out.clone())),
-            )
+                task,
+                unyielded: 0,
+            })
         });
-        self.unyielded += match &p {
+        publishing.unyielded += match &p {
             Pipelined::One(..) => 1,
             Pipelined::Many(_, evs) => evs.len(),
         };
-        let _ = tx.send(Box::new(p)).await;
+        let _ = publishing.tx.send(Box::new(p)).await;
         // The publisher task was just woken into this worker's LIFO slot, where no
         // other worker may take it: while frames keep arriving this task would not
         // give way, and the writer thread would wait for events parsed long ago.
@@ -423,8 +435,8 @@ impl Conn {
         // each frame a batch of its own, and under load, when frames queue up, one
         // append and one fan-out per frame (100 subscribers at 1,000 events/s fell
         // behind by 100 ms).
-        if self.unyielded >= YIELD_EVERY {
-            self.unyielded = 0;
+        if publishing.unyielded >= YIELD_EVERY {
+            publishing.unyielded = 0;
             tokio::task::yield_now().await;
         }
     }
