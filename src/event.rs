@@ -931,7 +931,7 @@ impl StoredEvent {
     }
 
     /// Gives a prepared event its id and receive time (`ts_text` is `ts` formatted,
-    /// once per batch): the stamp goes in front of its encoding, in place.
+    /// once per batch): its stored JSON is the stamp and then its encoding.
     pub fn stamp(p: Prepared, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
         // A string of its own (on the writer's thread, where the cache also frees
         // it): `p`'s buffer is shared with the rest of its batch.
@@ -1208,9 +1208,9 @@ mod tests {
         }
     }
 
-    /// A raw event read in place, prepared and stamped: the stamp goes in front in
-    /// place (this hub's ts), or through the general path (a ts too long for the
-    /// room, or one to escape); fields and data read back the same either way.
+    /// A raw event read in place, prepared and stamped, with this hub's ts, a ts
+    /// longer than the usual stamp, or one to escape: fields and data read back the
+    /// same either way.
     #[test]
     fn prepared_events_stamp_in_place_or_not() {
         let text = r#"{"topic":"a:b","key":"k\"1","source":"h","data":{"x": 1}}"#;

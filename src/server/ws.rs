@@ -4,7 +4,8 @@
 //! Tasks per connection: the reader (this loop), one writer that batches outgoing
 //! frames into as few socket writes as it can, one publisher that turns pipelined
 //! `publish` frames into batched appends (without waiting for one to be written
-//! before it submits the next), one acker that answers them in order, and one task
+//! before it submits the next), one acker that answers those the writer thread
+//! writes, in order (started with the first such batch), and one task
 //! per subscription that moves deliveries from the broker into the writer's queue.
 //! The writer's queue is bounded: a subscriber that cannot keep up stops taking from
 //! its broker outbox, and the broker moves it to catch-up from the log.
