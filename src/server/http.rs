@@ -77,35 +77,55 @@ fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<Prepared>, Stri
     if text.trim().is_empty() {
         return Err("empty body: send one event object {\"topic\":..., \"type\":..., \"data\":...} or JSON lines of them".into());
     }
-    let check = |ev: RawEvent<'_>| -> Result<Prepared, EventError> {
-        ev.validate()?;
-        let ev = ev.prepare();
-        let size = ev.max_encoded_len();
-        if size > max_event_bytes {
-            return Err(EventError::TooLarge {
+    // Events over the size limit, in a batch read and checked already (each with
+    // its line number, if it has one): the first one is what the answer names.
+    let too_large = |events: &[Prepared], lines: &[usize]| -> Option<String> {
+        events.iter().enumerate().find_map(|(k, ev)| {
+            let size = ev.max_encoded_len();
+            let e = EventError::TooLarge {
                 size,
                 limit: max_event_bytes,
-            });
-        }
-        Ok(ev)
+            };
+            (size > max_event_bytes).then(|| match lines.get(k) {
+                Some(n) => format!("line {n}: {e}"),
+                None => e.to_string(),
+            })
+        })
     };
     // A single (possibly pretty-printed) object...
     if let Ok(ev) = serde_json::from_str::<RawEvent<'_>>(text) {
-        return check(ev).map(|e| vec![e]).map_err(|e| e.to_string());
+        ev.validate().map_err(|e| e.to_string())?;
+        let out = vec![ev.prepare()];
+        return too_large(&out, &[]).map_or(Ok(out), Err);
     }
-    // ...or JSON lines.
-    let mut out = Vec::new();
+    // ...or JSON lines, encoded together into one buffer.
+    let mut events = Vec::new();
+    let mut lines = Vec::new();
+    let mut invalid = None;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let ev = serde_json::from_str::<RawEvent<'_>>(line)
             .map_err(|e| EventError::Json(describe_json_error(&e)))
-            .and_then(check)
-            .map_err(|e| format!("line {}: {e}", i + 1))?;
-        out.push(ev);
+            .and_then(|ev| ev.validate().map(|()| ev));
+        match ev {
+            Ok(ev) => {
+                events.push(ev);
+                lines.push(i + 1);
+            }
+            Err(e) => {
+                invalid = Some(format!("line {}: {e}", i + 1));
+                break;
+            }
+        }
     }
-    Ok(out)
+    let out = RawEvent::prepare_all(&events);
+    // A line too large before the first invalid one is the first line refused.
+    match too_large(&out, &lines).or(invalid) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 pub async fn publish(State(app): State<AppState>, body: Body) -> Response {
