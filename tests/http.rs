@@ -131,6 +131,15 @@ fn size_limits() {
     let (s, v) = post(&hub, &big);
     assert_eq!(s, 413, "{v}");
     assert_eq!(v["code"], "too_large");
+    // In JSON lines, the first line refused is the one named: too large before
+    // invalid, or invalid before too large.
+    let ok = json!({"topic":"a"}).to_string();
+    let (s, v) = post(&hub, &format!("{ok}\n{big}\nnot json\n"));
+    let msg = v["message"].as_str().unwrap();
+    assert_eq!((s, msg.starts_with("line 2:")), (413, true), "{v}");
+    let (s, v) = post(&hub, &format!("{ok}\nnot json\n{big}\n"));
+    let msg = v["message"].as_str().unwrap();
+    assert_eq!((s, msg.starts_with("line 2:")), (400, true), "{v}");
     // A body over 16 MiB is refused whole.
     let line = json!({"topic":"a","data":"y".repeat(900)}).to_string() + "\n";
     let body = line.repeat((17 << 20) / line.len());
