@@ -243,16 +243,17 @@ fn put_str(out: &mut String, s: &str) -> Option<(u32, u32)> {
 }
 
 impl Tail<'_> {
-    /// Bytes [`Tail::encode_into`] writes, or a little more.
-    fn size_hint(&self, data: &str) -> usize {
+    /// Bytes [`Tail::encode_into`] writes with data of at most `data_len` bytes,
+    /// or a little more.
+    fn size_hint(&self, data_len: usize) -> usize {
         let opt = |o: Option<&str>| o.map_or(0, |s| s.len() + 12);
-        40 + self.topic.len() + self.kind.len() + opt(self.source) + opt(self.key) + data.len()
+        40 + self.topic.len() + self.kind.len() + opt(self.source) + opt(self.key) + data_len
     }
 
     /// `"topic":...,"data":DATA}` with `data` (already compact JSON text) spliced
     /// in, and where its fields sit in it.
     fn encode(&self, data: &str) -> (String, Spans) {
-        let mut out = String::with_capacity(self.size_hint(data));
+        let mut out = String::with_capacity(self.size_hint(data.len()));
         let spans = self.encode_into(&mut out, data);
         (out, spans)
     }
@@ -563,7 +564,9 @@ impl RawEvent<'_> {
     pub fn prepare_all(events: &[RawEvent<'_>]) -> Vec<Prepared> {
         let data = RawEvent::data_text;
         let tail = RawEvent::tail;
-        let size = events.iter().map(|e| tail(e).size_hint(&data(e))).sum();
+        // The raw data's length bounds its compact form's: no compaction twice.
+        let raw_len = |e: &RawEvent<'_>| e.data.map_or(4, |d| d.get().len());
+        let size = events.iter().map(|e| tail(e).size_hint(raw_len(e))).sum();
         let mut buf = String::with_capacity(size);
         let mut parts = Vec::with_capacity(events.len());
         for e in events {
