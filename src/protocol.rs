@@ -310,8 +310,8 @@ pub type BatchOutcome = Result<u64, (ErrorCode, String)>;
 /// The answer to a batch `publish`: `{"type":"ack","req":R,"ids":[...]}`, with
 /// `null` ids and an `errors` list for refused events.
 pub fn batch_ack_frame(req: &Option<Value>, outcomes: &[BatchOutcome]) -> String {
-    use std::fmt::Write;
     let mut s = String::with_capacity(32 + outcomes.len() * 8);
+    let mut digits = itoa::Buffer::new();
     s.push_str(r#"{"type":"ack""#);
     if let Some(r) = req {
         s.push_str(r#","req":"#);
@@ -323,7 +323,7 @@ pub fn batch_ack_frame(req: &Option<Value>, outcomes: &[BatchOutcome]) -> String
             s.push(',');
         }
         match o {
-            Ok(id) => write!(s, "{id}").expect("writing to a String"),
+            Ok(id) => s.push_str(digits.format(*id)),
             Err(_) => s.push_str("null"),
         }
     }
