@@ -368,10 +368,24 @@ pub fn parse_batch_ack(text: &str) -> Option<BatchAck> {
         let rest = text.strip_prefix(r#"{"type":"ack","req":"#)?;
         let (req, rest) = rest.split_once(',')?;
         let list = rest.strip_prefix(r#""ids":["#)?.strip_suffix("]}")?;
-        let ids = list
-            .split(',')
-            .map(|n| n.parse().ok().map(Some))
-            .collect::<Option<Vec<_>>>()?;
+        // Digits and commas, one pass (a publisher reads one id per event).
+        let mut ids = Vec::with_capacity(list.len() / 2 + 1);
+        let (mut n, mut digits) = (0u64, 0);
+        for &b in list.as_bytes() {
+            if b.is_ascii_digit() {
+                n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                digits += 1;
+            } else if b == b',' && digits > 0 {
+                ids.push(Some(n));
+                (n, digits) = (0, 0);
+            } else {
+                return None;
+            }
+        }
+        if digits == 0 {
+            return None;
+        }
+        ids.push(Some(n));
         Some(BatchAck {
             req: req.parse().ok()?,
             ids,
@@ -714,6 +728,19 @@ mod tests {
         assert_eq!(parse_batch_ack(r#"{"type":"ack","req":7,"id":43}"#), None);
         assert_eq!(parse_batch_ack(r#"{"type":"pong"}"#), None);
         assert_eq!(parse_ack(r#"{"type":"ack","req":8,"ids":[44,45]}"#), None);
+        // The quick path reads digits and commas only; anything else goes to serde.
+        let big = format!(r#"{{"type":"ack","req":3,"ids":[{},0,7]}}"#, u64::MAX);
+        assert_eq!(
+            parse_batch_ack(&big).unwrap().ids,
+            [Some(u64::MAX), Some(0), Some(7)]
+        );
+        let over = r#"{"type":"ack","req":3,"ids":[18446744073709551616]}"#;
+        assert_eq!(parse_batch_ack(over), None);
+        for odd in ["[]", "[1,,2]", "[1,]", "[ 1, 2 ]", "[1,null]"] {
+            let text = format!(r#"{{"type":"ack","req":3,"ids":{odd}}}"#);
+            let via_serde: Option<Vec<Option<u64>>> = serde_json::from_str(odd).ok();
+            assert_eq!(parse_batch_ack(&text).map(|a| a.ids), via_serde, "{odd}");
+        }
     }
 
     #[test]

@@ -205,7 +205,21 @@ enum Failure {
 /// batch frames).
 type Opened = (Ws, Option<usize>);
 
-async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Opened, Failure> {
+/// tungstenite's read buffer for a publisher's connection, which reads only acks.
+/// tungstenite zeroes the free part of its read buffer (up to this size) before
+/// every read: its default of 128 KiB would be cleared for each ack of a few KiB.
+const PUBLISHER_READ_BUFFER: usize = 16 << 10;
+
+/// tungstenite's read buffer for a subscriber's connection (its default): event
+/// frames of many events come in large reads.
+const SUBSCRIBER_READ_BUFFER: usize = 128 << 10;
+
+async fn open(
+    url: &str,
+    token: Option<&str>,
+    limit: Duration,
+    read_buffer: usize,
+) -> Result<Opened, Failure> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {e}"))))?;
@@ -217,7 +231,7 @@ async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Opened,
         })?;
         request.headers_mut().insert("authorization", value);
     }
-    let config = WebSocketConfig::default();
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(limit, attempt).await {
         Err(_) => Err(Failure::Transient(format!(
@@ -295,10 +309,11 @@ async fn connect_with_retry(
     token: Option<&str>,
     timeout: Option<Duration>,
     backoff: &mut Backoff,
+    read_buffer: usize,
     on_retry: impl FnMut(&str, Duration),
 ) -> Result<Opened, ClientError> {
     with_retry(url, timeout, backoff, on_retry, |limit| {
-        open(url, token, limit)
+        open(url, token, limit, read_buffer)
     })
     .await
 }
@@ -1090,6 +1105,7 @@ async fn run_publisher(
             token.as_deref(),
             timeout,
             &mut backoff,
+            PUBLISHER_READ_BUFFER,
             |cause, delay| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {cause}; retrying in {}",
@@ -1459,6 +1475,7 @@ impl Subscriber {
             opts.token.as_deref(),
             timeout,
             &mut backoff,
+            SUBSCRIBER_READ_BUFFER,
             |c, d| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {c}; retrying in {}",
@@ -1564,7 +1581,8 @@ impl Subscriber {
                     tokio::time::sleep(d).await;
                 }
                 let outage = *self.outage_start.get_or_insert_with(Instant::now);
-                match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
+                let (token, limit) = (self.token.as_deref(), ATTEMPT_LIMIT);
+                match open(&self.url, token, limit, SUBSCRIBER_READ_BUFFER).await {
                     Ok((ws, max_frame)) => {
                         self.ws = Some(ws);
                         self.batches = max_frame.is_some();
