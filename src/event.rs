@@ -510,6 +510,28 @@ impl PartialEq for RawEvent<'_> {
     }
 }
 
+impl<'a> RawEvent<'a> {
+    /// An event read by other means than its `Deserialize` (the quick path of
+    /// [`ClientFrame::parse`](crate::protocol::ClientFrame::parse)).
+    pub(crate) fn new(
+        topic: CowStr<'a>,
+        kind: Option<CowStr<'a>>,
+        source: Option<CowStr<'a>>,
+        key: Option<CowStr<'a>>,
+        data: Option<&'a RawValue>,
+    ) -> Self {
+        RawEvent {
+            topic,
+            kind,
+            source,
+            key,
+            data,
+            _id: None,
+            _ts: None,
+        }
+    }
+}
+
 impl RawEvent<'_> {
     /// The type, or [`DEFAULT_TYPE`].
     pub fn kind(&self) -> &str {

@@ -1062,18 +1062,8 @@ impl Framing {
             let frame = if end - i == 1 {
                 publish_frame(req, &pending[i].event)
             } else {
-                let mut f = String::with_capacity(48 + size);
-                f.push_str(r#"{"type":"publish","req":"#);
-                f.push_str(&req.to_string());
-                f.push_str(r#","events":["#);
-                for (k, p) in pending.range(i..end).enumerate() {
-                    if k > 0 {
-                        f.push(',');
-                    }
-                    f.push_str(&p.event);
-                }
-                f.push_str("]}");
-                f
+                let events = pending.range(i..end).map(|p| p.event.as_str());
+                crate::protocol::publish_batch_frame(req, events, size)
             };
             for p in pending.range_mut(i..end) {
                 p.req = req;
