@@ -416,7 +416,7 @@ impl IncomingEvent {
             kind: b(&self.kind),
             source: b(&self.source),
             key: b(&self.key),
-            data: self.data.as_deref(),
+            data: self.data.as_deref().map(RawData::from),
             _id: None,
             _ts: None,
         }
@@ -471,6 +471,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     }
 }
 
+/// An event's `data` as the JSON text it came in: read by serde_json as a
+/// [`RawValue`], or taken by the quick check ([`crate::json::plain_value_len`]),
+/// which also settles that it parses into a `Value`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawData<'a> {
+    text: &'a str,
+    /// Taken by the quick check: [`may_fail_value_parse`] need not look.
+    plain: bool,
+}
+
+impl<'a> RawData<'a> {
+    /// The JSON text.
+    pub fn get(&self) -> &'a str {
+        self.text
+    }
+
+    /// Text that [`crate::json::plain_value_len`] took whole.
+    pub(crate) fn plain(text: &'a str) -> Self {
+        RawData { text, plain: true }
+    }
+}
+
+impl<'a> From<&'a RawValue> for RawData<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        RawData {
+            text: raw.get(),
+            plain: false,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawData<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(d).map(RawData::from)
+    }
+}
+
 /// An event as a publisher sent it, read in place from the frame or body it came in
 /// (strings borrowed unless escaped, `data` as its raw JSON text): no allocation for
 /// a plain event. The hub checks it ([`RawEvent::validate`]) and encodes it
@@ -487,7 +524,7 @@ pub struct RawEvent<'a> {
     #[serde(default, borrow)]
     pub key: Option<CowStr<'a>>,
     #[serde(default, borrow)]
-    pub data: Option<&'a RawValue>,
+    pub data: Option<RawData<'a>>,
     /// `id` and `ts` of a re-published event are accepted and ignored.
     #[serde(default, rename = "id")]
     _id: Option<serde::de::IgnoredAny>,
@@ -518,7 +555,7 @@ impl<'a> RawEvent<'a> {
         kind: Option<CowStr<'a>>,
         source: Option<CowStr<'a>>,
         key: Option<CowStr<'a>>,
-        data: Option<&'a RawValue>,
+        data: Option<RawData<'a>>,
     ) -> Self {
         RawEvent {
             topic,
@@ -552,6 +589,7 @@ impl RawEvent<'_> {
             Self::opt(&self.key),
         )?;
         if let Some(d) = &self.data
+            && !d.plain
             && may_fail_value_parse(d.get())
         {
             check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`event`]: the event model and its validation (SPEC §1).
+//! - [`json`]: the quick JSON validity check of the hot paths.
 //! - [`matching`]: topic globs, types and `FIELD=VALUE` filters (SPEC §2).
 //! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
 //! - [`client`]: the reconnecting WebSocket client (Publisher, Subscriber) of the
@@ -19,6 +20,7 @@ pub mod client;
 pub mod event;
 pub mod exit;
 pub mod follow;
+pub mod json;
 pub mod matching;
 pub mod output;
 pub mod protocol;

@@ -5,13 +5,14 @@
 //! serde_json spends most of a batch's parse on the events' keys and short strings
 //! (a field visitor, a string scan and a borrow decision each). Here the frame's
 //! head is matched as text and each event's fields are read by a small scanner;
-//! `data` (and an ignored `id` or `ts`) is still read by serde_json, as a
-//! [`RawValue`], with all of its checks. The scanner takes only what it is sure of
-//! (known keys, each once; strings without escapes or control characters; nothing
-//! nested deeply) and answers `None` for anything else, which then goes through the
-//! full parse: the result, or the error message, is always serde's.
+//! `data` (and an ignored `id` or `ts`) is taken by the quick JSON check
+//! ([`crate::json`]) or else read by serde_json, as a [`RawValue`], with all of its
+//! checks. The scanner takes only what it is sure of (known keys, each once;
+//! strings without escapes or control characters; nothing nested deeply) and
+//! answers `None` for anything else, which then goes through the full parse: the
+//! result, or the error message, is always serde's.
 
-use crate::event::{CowStr, RawEvent};
+use crate::event::{CowStr, RawData, RawEvent};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -111,9 +112,17 @@ impl<'a> Scanner<'a> {
         Some(1 << i)
     }
 
-    /// One JSON value read by serde_json, with all its checks.
-    fn raw(&mut self) -> Option<&'a RawValue> {
-        let mut de = serde_json::Deserializer::from_str(&self.text[self.pos..]);
+    /// One JSON value: taken by the quick check, or else read by serde_json with
+    /// all its checks.
+    fn raw(&mut self) -> Option<RawData<'a>> {
+        self.ws();
+        let rest = &self.text[self.pos..];
+        if let Some(n) = crate::json::plain_value_len(rest.as_bytes()) {
+            self.pos += n;
+            // The quick check takes at most 100 levels: within serde's limit here.
+            return Some(RawData::plain(&rest[..n]));
+        }
+        let mut de = serde_json::Deserializer::from_str(rest);
         let raw = <&'a RawValue>::deserialize(&mut de).ok()?;
         let got = raw.get();
         // serde_json's nesting limit counts from the frame's top; a deep value is
@@ -122,7 +131,7 @@ impl<'a> Scanner<'a> {
             return None;
         }
         self.pos = got.as_ptr() as usize - self.text.as_ptr() as usize + got.len();
-        Some(raw)
+        Some(raw.into())
     }
 
     /// One event object.
