@@ -196,7 +196,7 @@ impl Event {
         };
         let (tail, _) = tail.encode(&data);
         let mut out = String::with_capacity(STAMP_ROOM + tail.len());
-        write_stamp(&mut out, self.id, ts);
+        write_stamp(&mut out, self.id, &TsField::new(ts));
         out.push_str(&tail);
         out
     }
@@ -297,14 +297,25 @@ impl Tail<'_> {
 /// take 59 bytes.
 const STAMP_ROOM: usize = 64;
 
+/// The part of a stamp all events of a batch share, `,"ts":TS,`: written once.
+pub struct TsField(String);
+
+impl TsField {
+    /// From `ts` formatted ([`format_ts`]).
+    pub fn new(ts_text: &str) -> TsField {
+        let mut s = String::with_capacity(ts_text.len() + 9);
+        s.push_str(",\"ts\":");
+        put_str(&mut s, ts_text);
+        s.push(',');
+        TsField(s)
+    }
+}
+
 /// Writes the stamp `{"id":ID,"ts":TS,` that goes in front of an encoded tail.
-fn write_stamp(out: &mut String, id: u64, ts: &str) {
+fn write_stamp(out: &mut String, id: u64, ts: &TsField) {
     out.push_str("{\"id\":");
     out.push_str(itoa::Buffer::new().format(id));
-    out.push_str(",\"ts\":");
-    // A ts this hub formatted has nothing to escape: copied as it is.
-    put_str(out, ts);
-    out.push(',');
+    out.push_str(&ts.0);
 }
 
 /// The fields of an event that matching and the tasks board read, for both the
@@ -994,17 +1005,18 @@ impl StoredEvent {
     /// Stamps an incoming event with its id and receive time (`ts_text` is `ts`
     /// formatted, once per batch) and encodes it, once.
     pub fn encode(inc: IncomingEvent, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
-        StoredEvent::stamp(inc.into(), id, ts, ts_text)
+        StoredEvent::stamp(inc.into(), id, ts, &TsField::new(ts_text))
     }
 
-    /// Gives a prepared event its id and receive time (`ts_text` is `ts` formatted,
-    /// once per batch): its stored JSON is the stamp and then its encoding.
-    pub fn stamp(p: Prepared, id: u64, ts: u64, ts_text: &str) -> StoredEvent {
+    /// Gives a prepared event its id and receive time (`ts_field` holds `ts`
+    /// formatted, once per batch): its stored JSON is the stamp and then its
+    /// encoding.
+    pub fn stamp(p: Prepared, id: u64, ts: u64, ts_field: &TsField) -> StoredEvent {
         // A string of its own (on the writer's thread, where the cache also frees
         // it): `p`'s buffer is shared with the rest of its batch.
         let tail = p.tail();
         let mut json = String::with_capacity(STAMP_ROOM + tail.len());
-        write_stamp(&mut json, id, ts_text);
+        write_stamp(&mut json, id, ts_field);
         let n = json.len();
         json.push_str(tail);
         StoredEvent {
@@ -1287,7 +1299,7 @@ mod tests {
         let p = raw.prepare();
         assert_eq!((p.key(), p.kind()), (Some("k\"1"), "message"));
         for ts in [format_ts(1_795_300_200_123), "x".repeat(80), "a\"b".into()] {
-            let s = StoredEvent::stamp(p.clone(), u64::MAX, 7, &ts);
+            let s = StoredEvent::stamp(p.clone(), u64::MAX, 7, &TsField::new(&ts));
             let v: Value = serde_json::from_str(&s.json).unwrap();
             assert_eq!(v["id"], u64::MAX);
             assert_eq!(v["ts"], ts.as_str());
@@ -1336,7 +1348,7 @@ mod tests {
             raw.prepare(),
             3,
             1_795_300_200_123,
-            &format_ts(1_795_300_200_123),
+            &TsField::new(&format_ts(1_795_300_200_123)),
         );
         assert_eq!(
             (s.key(), s.source()),

@@ -307,7 +307,7 @@ impl Log {
         let mut keyed: Vec<([u64; 2], u64)> = Vec::with_capacity(slots.len());
         let mut id = inner.next_id;
         let mut out: Vec<Appended> = Vec::with_capacity(slots.len());
-        let ts_text = crate::event::format_ts(ts);
+        let ts_field = crate::event::TsField::new(&crate::event::format_ts(ts));
         for (inc, slot) in batch.into_iter().zip(slots) {
             let hash = match slot {
                 Slot::Stored(id) => {
@@ -327,7 +327,7 @@ impl Log {
                 }
                 Slot::New(hash) => hash,
             };
-            let s = StoredEvent::stamp(inc, id, ts, &ts_text);
+            let s = StoredEvent::stamp(inc, id, ts, &ts_field);
             if s.json.len() > max_event_bytes {
                 // A refused event gives its id back, so ids stay consecutive.
                 out.push(Appended::Refused(EventError::TooLarge {
