@@ -205,21 +205,14 @@ enum Failure {
 /// batch frames).
 type Opened = (Ws, Option<usize>);
 
-/// tungstenite's read buffer for a publisher's connection, which reads only acks.
-/// tungstenite zeroes the free part of its read buffer (up to this size) before
-/// every read: its default of 128 KiB would be cleared for each ack of a few KiB.
-const PUBLISHER_READ_BUFFER: usize = 16 << 10;
+/// tungstenite's read buffer, the most it reads at once. tungstenite zeroes the
+/// free part of it before every read: its default of 128 KiB would be cleared for
+/// each ack of a few KiB, and for each read of a subscriber's event frames, which
+/// then cost as much zeroing as the copying of what came in. Larger frames still
+/// come whole, in several reads.
+const READ_BUFFER: usize = 16 << 10;
 
-/// tungstenite's read buffer for a subscriber's connection (its default): event
-/// frames of many events come in large reads.
-const SUBSCRIBER_READ_BUFFER: usize = 128 << 10;
-
-async fn open(
-    url: &str,
-    token: Option<&str>,
-    limit: Duration,
-    read_buffer: usize,
-) -> Result<Opened, Failure> {
+async fn open(url: &str, token: Option<&str>, limit: Duration) -> Result<Opened, Failure> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Failure::Fatal(ClientError::Usage(format!("invalid hub URL {url}: {e}"))))?;
@@ -231,7 +224,7 @@ async fn open(
         })?;
         request.headers_mut().insert("authorization", value);
     }
-    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
     let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(limit, attempt).await {
         Err(_) => Err(Failure::Transient(format!(
@@ -309,11 +302,10 @@ async fn connect_with_retry(
     token: Option<&str>,
     timeout: Option<Duration>,
     backoff: &mut Backoff,
-    read_buffer: usize,
     on_retry: impl FnMut(&str, Duration),
 ) -> Result<Opened, ClientError> {
     with_retry(url, timeout, backoff, on_retry, |limit| {
-        open(url, token, limit, read_buffer)
+        open(url, token, limit)
     })
     .await
 }
@@ -1097,7 +1089,6 @@ async fn run_publisher(
             token.as_deref(),
             timeout,
             &mut backoff,
-            PUBLISHER_READ_BUFFER,
             |cause, delay| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {cause}; retrying in {}",
@@ -1400,12 +1391,11 @@ impl Received {
 /// parser; `None` for any other shape.
 fn event_id(json: &str) -> Option<u64> {
     let rest = json.strip_prefix(r#"{"id":"#)?;
-    let end = rest.find(',')?;
-    let digits = &rest[..end];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let end = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if end == 0 || rest.as_bytes().get(end) != Some(&b',') {
         return None;
     }
-    digits.parse().ok()
+    rest[..end].parse().ok()
 }
 
 /// One subscription over a reconnecting connection.
@@ -1467,7 +1457,6 @@ impl Subscriber {
             opts.token.as_deref(),
             timeout,
             &mut backoff,
-            SUBSCRIBER_READ_BUFFER,
             |c, d| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {c}; retrying in {}",
@@ -1573,8 +1562,7 @@ impl Subscriber {
                     tokio::time::sleep(d).await;
                 }
                 let outage = *self.outage_start.get_or_insert_with(Instant::now);
-                let (token, limit) = (self.token.as_deref(), ATTEMPT_LIMIT);
-                match open(&self.url, token, limit, SUBSCRIBER_READ_BUFFER).await {
+                match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
                     Ok((ws, max_frame)) => {
                         self.ws = Some(ws);
                         self.batches = max_frame.is_some();

@@ -299,7 +299,10 @@ pub fn split_events_frame(text: &str, prefix: &str) -> Option<Vec<std::ops::Rang
     let body = text.strip_prefix(prefix)?.strip_suffix("\n]}")?;
     let mut at = prefix.len();
     let mut out = Vec::new();
-    for line in body.split('\n') {
+    // memchr's vector search: std's `split` looks for a newline a word at a time.
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body.as_bytes()).chain([body.len()]);
+    for line in ends.map(|end| &body[std::mem::replace(&mut start, end + 1)..end]) {
         let json = line.strip_suffix(',').unwrap_or(line);
         if !(json.starts_with('{') && json.ends_with('}')) {
             return None;
