@@ -22,7 +22,7 @@ pub mod tasks;
 
 use crate::event::{EventError, Prepared, now_millis};
 use crate::matching::{MatchError, Matcher};
-use crate::store::{Appended, Log, Recovery};
+use crate::store::{Appended, Log, Recovery, Written};
 use cursors::Cursors;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -144,7 +144,7 @@ impl Submitted {
         Ok(appended
             .into_iter()
             .map(|a| match a {
-                Appended::New(s) => Ok(s.id()),
+                Appended::New(id) => Ok(id),
                 Appended::Duplicate(id) => Ok(id),
                 Appended::Refused(e) => Err(e),
             })
@@ -286,10 +286,10 @@ impl Broker {
         let result = sh
             .log
             .append(events, now_millis(), sh.cfg.max_event_bytes)
+            .map(|w| self.fan_out(w))
             .map_err(BrokerError::Io);
-        match &result {
-            Ok(outcomes) => self.fan_out(outcomes),
-            Err(e) => tracing::error!("{e}"),
+        if let Err(e) = &result {
+            tracing::error!("{e}");
         }
         Ok(result)
     }
@@ -333,10 +333,9 @@ impl Broker {
                 all.append(&mut r.events);
             }
             let turn = self.shared.turn.lock().unwrap();
-            let result = log.append(all, now_millis(), self.shared.cfg.max_event_bytes);
-            if let Ok(outcomes) = &result {
-                self.fan_out(outcomes);
-            }
+            let result = log
+                .append(all, now_millis(), self.shared.cfg.max_event_bytes)
+                .map(|w| self.fan_out(w));
             self.shared.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
             drop(turn);
             match result {
@@ -356,35 +355,33 @@ impl Broker {
         }
     }
 
-    fn fan_out(&self, outcomes: &[Appended]) {
-        let mut last = 0;
-        let mut dups = 0;
-        let mut published = 0;
+    /// Hands the events just written to the task board and to every live
+    /// subscriber; gives back the outcomes.
+    fn fan_out(&self, written: Written) -> Vec<Appended> {
+        let Written { outcomes, stored } = written;
+        let dups = outcomes
+            .iter()
+            .filter(|a| matches!(a, Appended::Duplicate(_)))
+            .count() as u64;
+        let st = &self.shared.stats;
+        st.dedup_total.fetch_add(dups, Ordering::Relaxed);
+        let Some(last) = stored.last().map(|s| s.id()) else {
+            return outcomes;
+        };
+        let published = stored.len() as u64;
         {
             let mut tasks = None;
-            for a in outcomes {
-                match a {
-                    Appended::New(s) => {
-                        last = s.id();
-                        published += 1;
-                        if TaskBoard::is_task_type(crate::event::Fields::kind(s.as_ref())) {
-                            tasks
-                                .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
-                                .apply(s.as_ref());
-                        }
-                    }
-                    Appended::Duplicate(_) => dups += 1,
-                    Appended::Refused(_) => {}
+            for s in &stored {
+                if TaskBoard::is_task_type(crate::event::Fields::kind(s.as_ref())) {
+                    tasks
+                        .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
+                        .apply(s.as_ref());
                 }
             }
         }
-        let st = &self.shared.stats;
-        st.dedup_total.fetch_add(dups, Ordering::Relaxed);
-        if last == 0 {
-            return;
-        }
         // The new events, listed once for every subscriber (and not at all when
         // nobody is subscribed live).
+        let mut stored = Some(stored);
         let mut new: Option<Arc<[Arc<crate::event::StoredEvent>]>> = None;
         let mut reg = self.shared.registry.lock().unwrap();
         reg.fanned = last;
@@ -392,15 +389,7 @@ impl Broker {
             if !e.live.load(Ordering::Relaxed) {
                 continue;
             }
-            let new = new.get_or_insert_with(|| {
-                outcomes
-                    .iter()
-                    .filter_map(|a| match a {
-                        Appended::New(ev) => Some(ev.clone()),
-                        _ => None,
-                    })
-                    .collect()
-            });
+            let new = new.get_or_insert_with(|| stored.take().unwrap_or_default().into());
             let Some(chunk) = subscription::Chunk::matching(new, &e.matcher) else {
                 continue;
             };
@@ -417,6 +406,7 @@ impl Broker {
         drop(reg);
         st.published_total.fetch_add(published, Ordering::Relaxed);
         self.shared.committed.send_replace(last);
+        outcomes
     }
 
     fn housekeeping_loop(self) {

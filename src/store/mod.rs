@@ -78,12 +78,23 @@ impl LogConfig {
 /// The result of appending one event.
 #[derive(Debug, Clone)]
 pub enum Appended {
-    /// Stored under a new id.
-    New(Arc<StoredEvent>),
+    /// Stored under this new id.
+    New(u64),
     /// Its key was already stored: this is the original id.
     Duplicate(u64),
     /// Not stored.
     Refused(EventError),
+}
+
+/// What [`Log::append`] did with a batch.
+#[derive(Debug)]
+pub struct Written {
+    /// One outcome per event given, in order.
+    pub outcomes: Vec<Appended>,
+    /// The events stored, in id order (one per `New` outcome). Handed over rather
+    /// than cloned out of `outcomes`: each clone or drop of an `Arc` is a locked
+    /// instruction, and these are the writer's hottest loop.
+    pub stored: Vec<Arc<StoredEvent>>,
 }
 
 /// What reading found.
@@ -249,7 +260,7 @@ impl Log {
         batch: Vec<Prepared>,
         ts: u64,
         max_event_bytes: usize,
-    ) -> Result<Vec<Appended>, std::io::Error> {
+    ) -> Result<Written, std::io::Error> {
         /// What becomes of one input event.
         enum Slot {
             /// Its key is in the log already, under this id.
@@ -317,7 +328,7 @@ impl Log {
                 Slot::SameKey(i) => {
                     // The first event with this key is earlier in `out`.
                     let a = match &out[i] {
-                        Appended::New(s) => Appended::Duplicate(s.id()),
+                        &Appended::New(id) => Appended::Duplicate(id),
                         _ => Appended::Refused(EventError::Json(
                             "an event with the same key in this batch was refused".into(),
                         )),
@@ -341,9 +352,8 @@ impl Log {
             let before = buf.len();
             encode_record(&mut buf, id, ts, flags, key.as_bytes(), s.json.as_bytes());
             recs.push((id, ts, (buf.len() - before) as u32));
-            let s = Arc::new(s);
-            out.push(Appended::New(s.clone()));
-            stored.push(s);
+            out.push(Appended::New(id));
+            stored.push(Arc::new(s));
             if let Some(h) = hash {
                 keyed.push((h, id));
             }
@@ -351,7 +361,10 @@ impl Log {
         }
         if stored.is_empty() {
             inner.buf = buf;
-            return Ok(out);
+            return Ok(Written {
+                outcomes: out,
+                stored,
+            });
         }
         let active = inner.segments.back().unwrap().clone();
         active.append(&buf, &recs)?;
@@ -367,7 +380,7 @@ impl Log {
         for (h, id) in keyed {
             inner.dedup.insert(h, id);
         }
-        inner.cache.extend(stored);
+        inner.cache.extend(stored.iter().cloned());
         while inner.cache.len() > self.cfg.cache_events {
             inner.cache.pop_front();
         }
@@ -390,7 +403,10 @@ impl Log {
             }
             self.trim(inner, crate::event::now_millis());
         }
-        Ok(out)
+        Ok(Written {
+            outcomes: out,
+            stored,
+        })
     }
 
     /// fsyncs the active segment if anything was written since the last sync.
@@ -561,10 +577,21 @@ mod tests {
         e.into()
     }
 
-    fn ids(a: &[Appended]) -> Vec<String> {
-        a.iter()
+    /// The outcomes as text, after checking that `stored` holds the new events.
+    fn ids(w: &Written) -> Vec<String> {
+        let new: Vec<u64> = w
+            .outcomes
+            .iter()
+            .filter_map(|a| match a {
+                Appended::New(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(w.stored.iter().map(|s| s.id()).collect::<Vec<_>>(), new);
+        w.outcomes
+            .iter()
             .map(|x| match x {
-                Appended::New(s) => format!("new{}", s.id()),
+                Appended::New(id) => format!("new{id}"),
                 Appended::Duplicate(id) => format!("dup{id}"),
                 Appended::Refused(_) => "refused".into(),
             })
