@@ -449,6 +449,7 @@ impl IncomingEvent {
             data: self.data.as_deref().map(RawData::from),
             _id: None,
             _ts: None,
+            canon: None,
         }
     }
 
@@ -560,6 +561,11 @@ pub struct RawEvent<'a> {
     _id: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "ts")]
     _ts: Option<serde::de::IgnoredAny>,
+    /// `"topic":...,"data":DATA}` as the frame held it, where that text is already
+    /// this event's encoding (but for a missing `type`): copied whole instead of
+    /// field by field. Set only by the quick path ([`RawEvent::new`]), which checks.
+    #[serde(skip)]
+    canon: Option<&'a str>,
 }
 
 impl PartialEq for RawEvent<'_> {
@@ -580,12 +586,19 @@ impl PartialEq for RawEvent<'_> {
 impl<'a> RawEvent<'a> {
     /// An event read by other means than its `Deserialize` (the quick path of
     /// [`ClientFrame::parse`](crate::protocol::ClientFrame::parse)).
+    ///
+    /// `canon`, if given, is the event's text from its first field to its closing
+    /// brace, and must be its encoding but for a missing type: the fields in the
+    /// order `topic`, `type`, `source`, `key`, `data`, no whitespace, strings with
+    /// nothing to escape, `data` present, compact and not `null`, and every string
+    /// field borrowed from this very text.
     pub(crate) fn new(
         topic: CowStr<'a>,
         kind: Option<CowStr<'a>>,
         source: Option<CowStr<'a>>,
         key: Option<CowStr<'a>>,
         data: Option<RawData<'a>>,
+        canon: Option<&'a str>,
     ) -> Self {
         RawEvent {
             topic,
@@ -595,6 +608,7 @@ impl<'a> RawEvent<'a> {
             data,
             _id: None,
             _ts: None,
+            canon,
         }
     }
 }
@@ -652,6 +666,48 @@ impl RawEvent<'_> {
             .expect("one event")
     }
 
+    /// Whether the event will be encoded by copying its text whole.
+    #[cfg(test)]
+    pub(crate) fn is_canon(&self) -> bool {
+        self.canon.is_some()
+    }
+
+    /// [`Tail::encode_into`] for an event with a `canon` text: the same bytes, as
+    /// one copy (two around the default type if the event has none).
+    fn encode_canon(&self, out: &mut String, text: &str) -> Spans {
+        const TOPIC: usize = r#""topic":""#.len();
+        const TYPE: &str = r#","type":""#;
+        let topic_end = TOPIC + self.topic.0.len() + 1;
+        let gap = match self.kind {
+            Some(_) => 0,
+            None => TYPE.len() + DEFAULT_TYPE.len() + 1,
+        };
+        out.reserve(text.len() + gap);
+        out.push_str(&text[..topic_end]);
+        if gap > 0 {
+            out.push_str(TYPE);
+            out.push_str(DEFAULT_TYPE);
+            out.push('"');
+        }
+        out.push_str(&text[topic_end..]);
+        // A field's place in `text`, moved past the inserted type if after it.
+        let at = |s: &str| {
+            let a = s.as_ptr() as usize - text.as_ptr() as usize;
+            debug_assert!(a + s.len() <= text.len(), "{s:?} is not in {text:?}");
+            let a = if a >= topic_end { a + gap } else { a };
+            (a as u32, (a + s.len()) as u32)
+        };
+        let field = |f: &Option<CowStr<'_>>| f.as_ref().map(|v| at(&v.0));
+        let default_at = (topic_end + TYPE.len()) as u32;
+        Spans {
+            topic: Some(at(&self.topic.0)),
+            kind: field(&self.kind).or(Some((default_at, default_at + DEFAULT_TYPE.len() as u32))),
+            source: field(&self.source),
+            key: field(&self.key),
+            data: at(self.data.map_or("null", |d| d.get())),
+        }
+    }
+
     /// Encodes events, all but their stamps, into one shared buffer (check them
     /// first with [`validate`](RawEvent::validate)): one allocation for a batch,
     /// not one per event, and one free once the last of them is stored.
@@ -665,7 +721,10 @@ impl RawEvent<'_> {
         let mut parts = Vec::with_capacity(events.len());
         for e in events {
             let start = buf.len();
-            let at = tail(e).encode_into(&mut buf, &data(e));
+            let at = match e.canon {
+                Some(text) => e.encode_canon(&mut buf, text),
+                None => tail(e).encode_into(&mut buf, &data(e)),
+            };
             parts.push((start, buf.len() - start, at));
         }
         let buf = Arc::new(buf);

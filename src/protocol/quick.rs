@@ -32,6 +32,7 @@ pub(super) fn publish_batch(text: &str) -> Option<(Option<Value>, Vec<RawEvent<'
     let mut s = Scanner {
         text,
         pos: text.len() - body.len(),
+        spaced: false,
     };
     let mut events = Vec::with_capacity(body.len() / 128 + 1);
     loop {
@@ -48,15 +49,18 @@ pub(super) fn publish_batch(text: &str) -> Option<(Option<Value>, Vec<RawEvent<'
 struct Scanner<'a> {
     text: &'a str,
     pos: usize,
+    /// Whether [`Scanner::ws`] skipped anything since this was last cleared.
+    spaced: bool,
 }
 
 impl<'a> Scanner<'a> {
     /// Skips JSON whitespace.
     fn ws(&mut self) {
-        let b = self.text.as_bytes();
+        let (b, start) = (self.text.as_bytes(), self.pos);
         while self.pos < b.len() && matches!(b[self.pos], b' ' | b'\n' | b'\r' | b'\t') {
             self.pos += 1;
         }
+        self.spaced |= self.pos > start;
     }
 
     /// The next byte after whitespace, consumed.
@@ -139,8 +143,12 @@ impl<'a> Scanner<'a> {
         if self.next()? != b'{' {
             return None;
         }
+        let start = self.pos;
+        self.spaced = false;
         let (mut topic, mut kind, mut source, mut key, mut data) = (None, None, None, None, None);
         let mut seen = 0u8;
+        // Fields in the order the hub encodes them, and no `id` or `ts`.
+        let mut in_order = true;
         loop {
             let bit = self.field()?;
             if self.next()? != b':' {
@@ -158,6 +166,7 @@ impl<'a> Scanner<'a> {
             if seen & bit != 0 {
                 return None;
             }
+            in_order &= bit > seen && bit <= 16;
             seen |= bit;
             match self.next()? {
                 b',' => {}
@@ -165,6 +174,14 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
+        // The event's text is its encoding (see `RawEvent::new`): topic first (so
+        // `in_order` with data last), strings plain, data there and compact.
+        let canon = (in_order
+            && !self.spaced
+            && seen & 17 == 17
+            && data
+                .is_some_and(|d| matches!(crate::event::compact_json(d.get()), Cow::Borrowed(_))))
+        .then(|| &self.text[start..self.pos]);
         let cow = |s: &'a str| CowStr(Cow::Borrowed(s));
         Some(RawEvent::new(
             cow(topic?),
@@ -172,6 +189,7 @@ impl<'a> Scanner<'a> {
             source.map(cow),
             key.map(cow),
             data,
+            canon,
         ))
     }
 }
@@ -200,6 +218,66 @@ mod tests {
 
     fn frame(req: u64, events: &[&str]) -> String {
         publish_batch_frame(req, events.iter().copied(), 0)
+    }
+
+    /// What the hub stores of each event: its JSON and the fields read back.
+    fn stored(events: &[RawEvent<'_>]) -> Vec<[Option<String>; 6]> {
+        use crate::event::{Fields, StoredEvent, TsField};
+        let ts = TsField::new("2026-12-03T00:00:00.000Z");
+        RawEvent::prepare_all(events)
+            .into_iter()
+            .map(|p| {
+                let s = StoredEvent::stamp(p, 9, 0, &ts);
+                [
+                    Some(&*s.json),
+                    Some(s.topic()),
+                    Some(Fields::kind(&s)),
+                    s.source(),
+                    s.key(),
+                    Some(s.data_json()),
+                ]
+                .map(|f| f.map(str::to_string))
+            })
+            .collect()
+    }
+
+    /// Events in the hub's own order and layout are encoded by one copy of their
+    /// text, into what the field-by-field encoding writes.
+    #[test]
+    fn copies_events_already_in_the_stored_layout() {
+        let events = [
+            // hub-emit's --lines layout: no type (the default goes in after topic).
+            (
+                r#"{"topic":"t","source":"vm","key":"k-1","data":{"seq":1,"msg":"x y"}}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"a:b","type":"progress","data":[1,"é",{}]}"#,
+                true,
+            ),
+            (
+                r#"{"topic":"t","type":"x","source":"s","key":"k","data":"\u00e9\n"}"#,
+                true,
+            ),
+            (r#"{"topic":"t","data":1.5e3}"#, true),
+            // Another order, whitespace, no data, null data, id/ts: field by field.
+            (r#"{"topic":"t","key":"k","source":"s","data":1}"#, false),
+            (r#"{"type":"x","topic":"t","data":1}"#, false),
+            (r#"{"topic":"t","data":{"a": 1}}"#, false),
+            (r#"{"topic":"t", "data":1}"#, false),
+            (r#"{"topic":"t"}"#, false),
+            (r#"{"topic":"t","data":null}"#, false),
+            (r#"{"topic":"t","data":1,"id":4}"#, false),
+        ];
+        let all: Vec<&str> = events.iter().map(|e| e.0).collect();
+        let text = frame(3, &all);
+        let (_, quick) = publish_batch(&text).expect("the quick path takes it");
+        let (_, full) = full(&text).unwrap();
+        for ((e, (raw, canon)), stored_full) in quick.iter().zip(events).zip(stored(&full)) {
+            assert_eq!(e.is_canon(), canon, "{raw}");
+            assert_eq!(stored(std::slice::from_ref(e)), [stored_full], "{raw}");
+        }
+        assert!(full.iter().all(|e| !e.is_canon()));
     }
 
     #[test]
@@ -268,7 +346,13 @@ mod tests {
                     }
                     let changed = format!("{}{b}{}", &text[..at], &text[end..]);
                     if let Some(quick) = publish_batch(&changed) {
-                        assert_eq!(Some(quick), full(&changed), "{changed}");
+                        let full = full(&changed);
+                        assert_eq!(Some(&quick), full.as_ref(), "{changed}");
+                        // And each event is stored as the full parse's would be.
+                        let full = full.unwrap().1;
+                        if full.iter().all(|e| e.validate().is_ok()) {
+                            assert_eq!(stored(&quick.1), stored(&full), "{changed}");
+                        }
                         answered += 1;
                     }
                 }
