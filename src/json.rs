@@ -105,36 +105,48 @@ fn string(b: &[u8], mut i: usize) -> Option<usize> {
     }
     i += 1;
     loop {
-        // Sixteen bytes at a time while none can end the string or be refused (a
-        // branch-free test the compiler turns into a few vector instructions).
-        while let Some(chunk) = b.get(i..i + 16) {
-            let special = chunk
-                .iter()
-                .fold(false, |s, &c| s | (c == b'"') | (c == b'\\') | (c < 0x20));
-            if special {
-                break;
-            }
-            i += 16;
-        }
-        // Then byte by byte up to the one that was seen.
-        let stop = i + 16;
-        while i < stop {
-            match *b.get(i)? {
-                b'"' => return Some(i + 1),
-                b'\\' => {
-                    if !matches!(
-                        *b.get(i + 1)?,
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
-                    ) {
-                        return None;
-                    }
-                    i += 2;
+        let at = find_special(b, i)?;
+        match b[at] {
+            b'"' => return Some(at + 1),
+            b'\\' => {
+                if !matches!(
+                    *b.get(at + 1)?,
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
+                ) {
+                    return None;
                 }
-                0..0x20 => return None,
-                _ => i += 1,
+                i = at + 2;
             }
+            _ => return None,
         }
     }
+}
+
+/// The index of the first byte at or after `i` that ends a string, starts an
+/// escape or may not be in one: a quote, a backslash or a control character.
+pub(crate) fn find_special(b: &[u8], mut i: usize) -> Option<usize> {
+    // Eight bytes at a time; byte by byte only in the last few of the text.
+    while let Some(chunk) = b.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        match specials(word) {
+            0 => i += 8,
+            m => return Some(i + (m.trailing_zeros() / 8) as usize),
+        }
+    }
+    let special = |c: &u8| matches!(c, b'"' | b'\\' | 0..0x20);
+    Some(i + b.get(i..)?.iter().position(special)?)
+}
+
+/// The high bit of each byte of `word` (little-endian) that is special (see
+/// [`find_special`]), exact for the lowest such byte (a borrow may mark bytes after
+/// it): the classic "has a zero byte" test, for `"`, `\` and anything below 0x20.
+fn specials(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    below(word ^ (ONES * u64::from(b'"')), 1)
+        | below(word ^ (ONES * u64::from(b'\\')), 1)
+        | below(word, 0x20)
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {

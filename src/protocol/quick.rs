@@ -83,14 +83,9 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let (start, b) = (self.pos, self.text.as_bytes());
-        // Topics, types, sources and keys are short: a plain loop beats a memchr
-        // call, with one branch per byte.
-        let (mut end, mut bad) = (start, false);
-        while *b.get(end)? != b'"' {
-            bad |= (b[end] == b'\\') | (b[end] < 0x20);
-            end += 1;
-        }
-        if bad {
+        // The first byte that ends the string or could not be in a plain one.
+        let end = crate::json::find_special(b, start)?;
+        if b[end] != b'"' {
             return None;
         }
         self.pos = end + 1;
