@@ -13,6 +13,7 @@
 //! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
 //!   wake-ups.
 //! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
+//! - [`stdin`]: standard input read by a thread of its own (`hub-emit`, `hub-tail -`).
 
 pub mod broker;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
+pub mod stdin;
 pub mod store;
 
 /// Where the hub listens unless told otherwise.

@@ -387,7 +387,8 @@ fn not_json(e: &serde_json::Error) -> String {
 /// `--lines` / `--events`: read stdin, pipeline the events, report malformed lines
 /// with their numbers, wait for every ack.
 async fn stream_stdin(args: &EmitArgs, t: &Template, publisher: Publisher) -> anyhow::Result<u8> {
-    let mut reader = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let stdin = crate::stdin::ThreadStdin::spawn().context("reading stdin")?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stdin);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // Events sent and not yet answered, with their line numbers.
     let mut sent: InFlight<u64> = InFlight::default();

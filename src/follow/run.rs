@@ -803,7 +803,8 @@ async fn run_stdin(
     let topic = cfg.topic.clone().unwrap_or_else(|| "log:stdin".into());
     let key_prefix = format!("stdin:{:016x}:", fastrand::u64(..));
     let events = Events { cfg };
-    let mut stdin = tokio::io::stdin();
+    let mut stdin = crate::stdin::ThreadStdin::spawn()
+        .map_err(|e| Exit::new(exit::FAILURE, format!("cannot read stdin: {e}")))?;
     let mut lines = Lines::new(0);
     let mut inflight: InFlight<()> = InFlight::default();
     let mut eof = false;
