@@ -692,19 +692,35 @@ def w3(ctx):
     pooled = {}
     for rep in range(a.reps):
         for make in cli_systems(ctx, extra_mosq_nodelay=True):
-            b = make()
-            try:
-                r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
-                                                       a.w3_n / a.w3_rate + 30, None,
-                                                       latency=True, nap=0))
-            except Exception as e:
-                r = {"error": str(e)}
-            pooled.setdefault(b.label, []).extend(r.pop("_lat", []))
-            ctx.record("w3", b.label, rep=rep, **r)
+            for attempt in range(W3_ATTEMPTS):
+                b = make()
+                try:
+                    r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
+                                                           a.w3_n / a.w3_rate + 30, None,
+                                                           latency=True, nap=0))
+                except Exception as e:
+                    r = {"error": str(e)}
+                lat = r.pop("_lat", [])
+                if attempt + 1 < W3_ATTEMPTS and r.get("cpu_other_s", 0) > DISTURBED_CPU_S:
+                    ctx.record("w3_disturbed", b.label, rep=rep, attempt=attempt, **r)
+                    foreign_cpu(10)
+                    continue
+                pooled.setdefault(b.label, []).extend(lat)
+                ctx.record("w3", b.label, rep=rep, attempts=attempt + 1, **r)
+                break
     # One run's p99 rests on its 20 slowest messages; all runs together are steadier.
     for label, lat in pooled.items():
         ctx.record("w3_pooled", label, n=len(lat), p50_ms=pct(lat, 50), p99_ms=pct(lat, 99),
                    p999_ms=pct(lat, 99.9), max_ms=max(lat) if lat else None)
+
+
+# A W3 run during which the rest of the machine (other processes, or the hypervisor's
+# steal time) used more than DISTURBED_CPU_S measures the machine more than the broker:
+# one message in a hundred decides p99. Such a run is made again once the machine is
+# quiet, up to W3_ATTEMPTS in all, for every system alike; the last attempt counts
+# either way, and the repeated ones are kept in the results as "w3_disturbed".
+DISTURBED_CPU_S = 0.1
+W3_ATTEMPTS = 4
 
 
 def h_w3_modes(ctx):

@@ -253,7 +253,13 @@ def render(data, files):
                  "send time (`time.time_ns()`), into the publisher's stdin (`hub-emit --lines`, "
                  "`mosquitto_pub -l`, `redis-cli --pipe`); latency = time the line comes out of the "
                  "subscriber's stdout − send time. \"mosquitto (nodelay)\" is the broker with "
-                 "`set_tcp_nodelay true`.\n")
+                 "`set_tcp_nodelay true`. A run during which the rest of the machine (other "
+                 "processes and steal time) used more than 0.1 CPU-seconds is made again once it "
+                 "is quiet, up to four attempts, for every system alike; the last attempt counts.")
+        gd = group(res, "w3_disturbed")
+        if gd:
+            L[-1] += " Runs made again: " + ", ".join(f"{s} {len(rs)}" for s, rs in gd.items()) + "."
+        L[-1] += "\n"
         hub = med(g.get("hub", []), "p99_ms")
         gp = group(res, "w3_pooled")
         rows = [[s, spread(rs, "p50_ms", "", 3), spread(rs, "p99_ms", "", 2), spread(rs, "max_ms", "", 1),
