@@ -66,6 +66,10 @@ pub const PAGE: Page = Page {
             "When set (non-empty), no colors in help or logs.",
         ),
         (
+            "TOKIO_WORKER_THREADS",
+            "Threads serving connections; by default one fewer than the CPUs (at least one), as the log's writer thread keeps a core busy under load.",
+        ),
+        (
             "NOTIFY_SOCKET",
             "Set by systemd for Type=notify units: hub-serve reports READY=1 once the log is open and the port is served, STOPPING=1 on shutdown.",
         ),
