@@ -189,6 +189,26 @@ mod tests {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
+    /// The eight-byte test finds the first special byte wherever it sits, and
+    /// nothing else: every byte value, at every place of a word and across words.
+    #[test]
+    fn find_special_finds_the_first_special_byte() {
+        let special = |c: u8| c == b'"' || c == b'\\' || c < 0x20;
+        for c in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'a'; 24];
+                b[at] = c;
+                // A second special byte after it must not hide or move the first.
+                b[at + 2] = b'"';
+                let want = if special(c) { at } else { at + 2 };
+                assert_eq!(find_special(&b, 0), Some(want), "byte {c:#x} at {at}");
+                assert_eq!(find_special(&b, at + 1), Some(at + 2));
+            }
+        }
+        assert_eq!(find_special(b"no special bytes here", 0), None);
+        assert_eq!(find_special(b"ab", 5), None);
+    }
+
     /// What serde_json says of a text: the extent of its first value, and whether
     /// the whole text parses into a `Value`.
     fn serde(text: &str) -> (Option<usize>, bool) {

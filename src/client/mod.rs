@@ -492,8 +492,11 @@ struct Spare(Arc<Mutex<Vec<String>>>);
 
 impl Spare {
     /// Strings kept at most: a window's worth (acks come back a few batches at a
-    /// time); under 1 MiB with events of the usual size.
+    /// time).
     const MAX: usize = WINDOW;
+    /// Larger strings are freed, not kept: the pool holds at most 8 MiB (under
+    /// 1 MiB with events of the usual size), besides the window itself.
+    const MAX_LEN: usize = 2048;
 
     fn take(&self) -> Option<String> {
         self.0.lock().unwrap().pop()
@@ -502,7 +505,8 @@ impl Spare {
     fn put(&self, done: &mut Vec<String>) {
         let mut spare = self.0.lock().unwrap();
         let room = Self::MAX.saturating_sub(spare.len());
-        spare.extend(done.drain(..).take(room).map(|mut s| {
+        let small = done.drain(..).filter(|s| s.capacity() <= Self::MAX_LEN);
+        spare.extend(small.take(room).map(|mut s| {
             s.clear();
             s
         }));
@@ -1985,9 +1989,13 @@ mod tests {
         let head = EventHead::new(&NewEvent::new("t")).unwrap();
         let raw = RawJson::new(r#"{"a":1}"#).unwrap();
         let fresh = publisher.encode_with_head(&head, raw);
-        publisher.spare.put(&mut vec![String::with_capacity(4000)]);
+        // A big string is not kept; one of the usual size is.
+        let big = String::with_capacity(Spare::MAX_LEN + 1);
+        publisher
+            .spare
+            .put(&mut vec![String::with_capacity(2000), big]);
         let reused = publisher.encode_with_head(&head, raw);
-        assert!(reused.0.capacity() >= 4000 && fresh.0.capacity() < 4000);
+        assert!(reused.0.capacity() >= 2000 && fresh.0.capacity() < 2000);
         assert_eq!(fresh.0.replace("-1\"", "-2\""), reused.0);
         assert!(publisher.spare.take().is_none());
     }
