@@ -687,6 +687,17 @@ def w2(ctx):
     w_throughput(ctx, "w2", a.w2_n, a.w2_subs, a.w2_reps, 180)
 
 
+def w3_run(ctx, b):
+    """One W3 run against broker `b`: its record, with the latencies in "_lat"."""
+    a = ctx.args
+    try:
+        return with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
+                                                  a.w3_n / a.w3_rate + 30, None,
+                                                  latency=True, nap=0))
+    except Exception as e:  # one failing system must not stop the others
+        return {"error": str(e)}
+
+
 def w3(ctx):
     a = ctx.args
     pooled = {}
@@ -694,12 +705,7 @@ def w3(ctx):
         for make in cli_systems(ctx, extra_mosq_nodelay=True):
             for attempt in range(W3_ATTEMPTS):
                 b = make()
-                try:
-                    r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
-                                                           a.w3_n / a.w3_rate + 30, None,
-                                                           latency=True, nap=0))
-                except Exception as e:
-                    r = {"error": str(e)}
+                r = w3_run(ctx, b)
                 lat = r.pop("_lat", [])
                 if attempt + 1 < W3_ATTEMPTS and r.get("cpu_other_s", 0) > DISTURBED_CPU_S:
                     ctx.record("w3_disturbed", b.label, rep=rep, attempt=attempt, **r)
@@ -728,13 +734,7 @@ def h_w3_modes(ctx):
     a = ctx.args
     for rep in range(a.reps):
         for mode in [["--fsync", "batch"], ["--fsync", "never"], ["--fsync", "always"], ["--memory"]]:
-            b = Hub(ctx.tmp, extra=mode)
-            try:
-                r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:w3", a.w3_n, 1,
-                                                       a.w3_n / a.w3_rate + 30, None,
-                                                       latency=True, nap=0))
-            except Exception as e:
-                r = {"error": str(e)}
+            r = w3_run(ctx, Hub(ctx.tmp, extra=mode))
             r.pop("_lat", None)
             ctx.record("w3_modes", "hub", rep=rep, mode=" ".join(mode), **r)
 
