@@ -15,6 +15,7 @@ complete -c hub-serve -l max-subscriptions -d 'Most subscriptions per connection
 complete -c hub-serve -l max-event-bytes -d 'Largest encoded event (e.g. 64KiB, 1MiB)' -r
 complete -c hub-serve -l idle-timeout -d 'Close a WebSocket that sent nothing (pongs count) for this long, with 1001' -r
 complete -c hub-serve -l memory -d 'Keep events in memory only; nothing is written to disk'
+complete -c hub-serve -l check -d 'Read the log in the data dir offline and report it, changing nothing: each segment, every damaged record (file, offset, ids), the totals. Exits 0 when the log is intact, 1 when it is damaged, 2 when the dir is missing or held by a running hub-serve'
 complete -c hub-serve -s v -l verbose -d 'More log output (repeat for more); RUST_LOG overrides'
 complete -c hub-serve -s q -l quiet -d 'Only errors on stderr (the listening line is still printed)'
 complete -c hub-serve -s h -l help -d 'Print help (see more with \'--help\')'

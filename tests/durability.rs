@@ -162,8 +162,10 @@ fn torn_tail_is_dropped_and_ids_continue() {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .max()
         .unwrap();
+    let mut rec = Vec::new();
+    hub::store::segment::encode_record(&mut rec, 11, 1, 0, b"", br#"{"id":11}"#);
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    f.write_all(&rec[..11]).unwrap();
     drop(f);
     hub.restart();
     common::wait_until(

@@ -8,6 +8,9 @@ fn main() -> ExitCode {
     no_huge_pages();
     hub::cli::docs::generate_if_asked("hub-serve");
     let args = ServeArgs::parse();
+    if args.check {
+        return ExitCode::from(hub::cli::serve::run_check(&args));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()

@@ -70,10 +70,12 @@ impl Chunk {
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Event(Arc<StoredEvent>),
-    /// Ids `from..=to` were removed by retention before they were delivered.
+    /// Ids `from..=to` are gone (removed by retention, or lost to damage on disk)
+    /// and will never be delivered.
     Gap {
         from: u64,
         to: u64,
+        reason: crate::store::GapReason,
     },
     /// Replay is done; what follows is live. Sent once.
     Live {
@@ -216,12 +218,16 @@ impl Subscription {
     fn catch_up_step(&mut self) -> std::io::Result<()> {
         let log = self.broker.log();
         let batch = log.read_after(self.cursor, CATCH_UP_BATCH)?;
-        if let Some((from, to)) = batch.gap {
+        if let Some(gap) = batch.gap {
             self.broker
                 .stats()
                 .gaps_total
                 .fetch_add(1, Ordering::Relaxed);
-            self.pending.push_back(Delivery::Gap { from, to });
+            self.pending.push_back(Delivery::Gap {
+                from: gap.from,
+                to: gap.to,
+                reason: gap.reason,
+            });
         }
         let read_any = !batch.events.is_empty();
         for ev in batch.events {

@@ -193,6 +193,7 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
     let mut after = q.spec.since.unwrap_or(0);
     let mut body = String::new();
     let mut n = 0;
+    let mut gaps: Vec<crate::store::Gap> = Vec::new();
     loop {
         let mut scanned = 0;
         while n < limit && scanned < MAX_SCAN {
@@ -206,7 +207,14 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
                     );
                 }
             };
+            if let Some(gap) = batch.gap {
+                gaps.push(gap);
+                after = batch.next_after;
+            }
             if batch.events.is_empty() {
+                if batch.gap.is_some() {
+                    continue;
+                }
                 break;
             }
             for ev in &batch.events {
@@ -231,7 +239,7 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
             _ = app.shutdown.cancelled() => {}
         }
     }
-    (
+    let mut response = (
         [
             (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
             (
@@ -241,7 +249,26 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if !gaps.is_empty() {
+        // `X-Hub-Gap: 10-19,40-42` and `X-Hub-Gap-Reason: retention,corrupt`: the ids
+        // after `since` (up to X-Hub-Last-Id) that are gone, and why.
+        let ranges: Vec<String> = gaps
+            .iter()
+            .map(|g| format!("{}-{}", g.from, g.to))
+            .collect();
+        let reasons: Vec<&str> = gaps.iter().map(|g| g.reason.as_str()).collect();
+        let h = response.headers_mut();
+        for (name, value) in [
+            ("x-hub-gap", ranges.join(",")),
+            ("x-hub-gap-reason", reasons.join(",")),
+        ] {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                h.insert(header::HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
 }
 
 pub async fn tasks(State(app): State<AppState>) -> Response {
@@ -286,6 +313,7 @@ fn counters(app: &AppState) -> Vec<(&'static str, &'static str, u64)> {
         ("first_id", "gauge", log.first_id),
         ("last_id", "gauge", log.last_id),
         ("log_bytes", "gauge", log.bytes),
+        ("damaged_events", "gauge", log.damaged),
         (
             "lagged_total",
             "counter",

@@ -529,11 +529,11 @@ async fn deliver(mut sub: Subscription, name: String, out: mpsc::Sender<Out>, ba
                 msg
             }
             Ok(Delivery::Event(ev)) => event_frame(&name_json, &ev.json),
-            Ok(Delivery::Gap { from, to }) => ServerFrame::Gap {
+            Ok(Delivery::Gap { from, to, reason }) => ServerFrame::Gap {
                 sub: name.clone(),
                 from,
                 to,
-                reason: "retention".into(),
+                reason: reason.as_str().into(),
             }
             .encode(),
             Ok(Delivery::Live { last_id }) => ServerFrame::Live {

@@ -8,13 +8,38 @@
 //! Durability: [`Log::append`] returns once the records are written to the file (and
 //! fsynced with [`FsyncMode::Always`]); only then does [`Log::committed`] move, so no
 //! reader ever sees an event that could still vanish in a crash of the process.
+//!
+//! # When the disk lies
+//! [`Log::open`] scans every segment ([`segment::scan`]). A record cut short at the
+//! very end of the newest segment (a crash in the middle of a write, never
+//! acknowledged) is cut off quietly. Anything else that is not an intact record is
+//! damage: the segment is first copied to `NAME.damaged` (`NAME.damaged.2`, … when
+//! that exists), then rewritten (to a temporary file, fsynced, renamed over it) with
+//! exactly its intact records, before and after the damage. Intact data is never cut
+//! out of a file; each damaged region is reported in [`Recovery::damage`] with its
+//! offset and the ids it held.
+//!
+//! Ids are consecutive in what is written (a refused event gives its id back), so
+//! after a repair the lost ids are exactly the holes between intact records, and
+//! between a segment's last record and the next segment's first id. Readers get those
+//! holes as gaps with [`GapReason::Corrupt`]; [`LogStats::damaged`] counts them.
+//!
+//! The next id is above every id ever written: the highest intact id, or any id a
+//! checked header inside damage names, or, for damage that reaches the end of the
+//! newest segment, as many ids as records could fit in the damaged bytes (every
+//! record is at least [`segment::MIN_RECORD`] bytes). No separate high-water mark is
+//! kept: after such damage the log starts a new segment named by the next id, so the
+//! mark is the file name, and it survives the next start even with nothing written.
 
+pub mod check;
 mod dedup;
 pub mod segment;
 
 use crate::event::{EventError, Fields, Prepared, StoredEvent};
 use dedup::Dedup;
-use segment::{FLAG_TASK, Segment, SegmentRef, encode_record, parse_segment_name};
+use segment::{
+    Damage, FLAG_TASK, Format, Report, Segment, SegmentRef, encode_record, parse_segment_name,
+};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -97,14 +122,55 @@ pub struct Written {
     pub stored: Vec<Arc<StoredEvent>>,
 }
 
-/// What reading found.
+/// Why ids are missing from what a reader gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// Trimmed by retention.
+    Retention,
+    /// Lost to damage on disk.
+    Corrupt,
+}
+
+impl GapReason {
+    /// The `reason` of a `gap` frame.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Retention => "retention",
+            GapReason::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// Ids `from..=to` that a reader will never get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from: u64,
+    pub to: u64,
+    pub reason: GapReason,
+}
+
+/// What reading found: a gap (if any) comes before the events, and the events that
+/// follow it are consecutive.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
     pub events: Vec<Arc<StoredEvent>>,
-    /// Ids after the asked position that retention removed (inclusive range).
-    pub gap: Option<(u64, u64)>,
+    /// Ids right after the asked position that are gone.
+    pub gap: Option<Gap>,
     /// Position to ask from next (the last id looked at).
     pub next_after: u64,
+}
+
+/// A damaged region found and repaired at open.
+#[derive(Debug, Clone)]
+pub struct DamageReport {
+    pub file: PathBuf,
+    /// Byte offset of the region in the file as it was found.
+    pub offset: u64,
+    pub bytes: u64,
+    /// Ids it held (inclusive), or `None` when it held no id.
+    pub lost: Option<(u64, u64)>,
+    /// Where the segment was copied before its repair.
+    pub copy: Option<PathBuf>,
 }
 
 /// What opening the log found, for the broker to rebuild its state from.
@@ -112,8 +178,10 @@ pub struct ReadBatch {
 pub struct Recovery {
     /// Every stored task lifecycle event, oldest first.
     pub task_events: Vec<StoredEvent>,
-    /// Bytes of torn or corrupt tail dropped.
+    /// Bytes of a torn tail cut off (an unacknowledged write cut short).
     pub dropped_bytes: u64,
+    /// Damage found and repaired.
+    pub damage: Vec<DamageReport>,
     pub segments: usize,
 }
 
@@ -124,6 +192,8 @@ pub struct LogStats {
     pub bytes: u64,
     pub first_id: u64,
     pub last_id: u64,
+    /// Ids between `first_id` and `last_id` lost to damage.
+    pub damaged: u64,
 }
 
 /// The log. Share it behind an `Arc`.
@@ -154,15 +224,18 @@ fn is_task_type(kind: &str) -> bool {
 }
 
 impl Log {
-    /// Opens (or creates) the log, validating every segment and dropping a torn tail.
+    /// Opens (or creates) the log: scans every segment, drops a torn tail, repairs
+    /// damage (see the module doc) and sets the next id above every id ever given.
     ///
     /// # Errors
-    /// The data dir cannot be created, locked or read.
+    /// The data dir cannot be created, locked, read, or a damaged segment cannot be
+    /// repaired (then nothing of it was changed).
     pub fn open(cfg: LogConfig) -> Result<(Log, Recovery), StoreError> {
         let mut rec = Recovery::default();
         let mut segments = VecDeque::new();
         let mut lock = None;
         let mut keys: VecDeque<(Box<str>, u64)> = VecDeque::new();
+        let mut next_id = 1;
         if let Some(dir) = &cfg.dir {
             let io = |source| StoreError::Io {
                 dir: dir.clone(),
@@ -174,17 +247,11 @@ impl Log {
                 return Err(StoreError::Locked(dir.clone()));
             }
             lock = Some(lock_file);
-            let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-                .map_err(io)?
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let id = parse_segment_name(e.file_name().to_str()?)?;
-                    Some((id, e.path()))
-                })
-                .collect();
-            found.sort();
-            for (first_id, path) in found {
-                let scan = Segment::open(&path, first_id.max(1), |r| {
+            let found = list_segments(dir).map_err(io)?;
+            for (i, (first_id, path)) in found.iter().enumerate() {
+                let upper = found.get(i + 1).map(|s| s.0);
+                let bytes = std::fs::read(path).map_err(io)?;
+                let mut report = segment::scan(&bytes, *first_id, upper, |r| {
                     if !r.key.is_empty()
                         && let Ok(k) = std::str::from_utf8(r.key)
                     {
@@ -199,13 +266,69 @@ impl Log {
                     {
                         rec.task_events.push(ev);
                     }
-                })
-                .map_err(io)?;
-                rec.dropped_bytes += scan.dropped_bytes;
-                segments.push_back(Arc::new(scan.segment));
+                });
+                let newest = upper.is_none();
+                // A record cut short is a torn tail only at the end of the newest
+                // segment; at the end of an older one it is damage.
+                if let Some(at) = report.torn.filter(|_| !newest) {
+                    report.damage.push(Damage {
+                        offset: at,
+                        len: bytes.len() as u64 - at,
+                        after_id: report.meta.last_id,
+                        next_id: None,
+                        max_header_id: 0,
+                    });
+                    report.torn = None;
+                }
+                if newest {
+                    next_id = report.meta.last_id + 1;
+                    for d in &report.damage {
+                        if let Some((_, to)) = d.lost_ids(report.format, None) {
+                            next_id = next_id.max(to + 1);
+                        }
+                    }
+                }
+                if !report.damage.is_empty() {
+                    let copy = repair(path, &bytes, &report).map_err(io)?;
+                    for d in &report.damage {
+                        rec.damage.push(DamageReport {
+                            file: path.clone(),
+                            offset: d.offset,
+                            bytes: d.len,
+                            lost: d.lost_ids(report.format, upper),
+                            copy: copy.clone(),
+                        });
+                    }
+                    let repaired = std::fs::read(path).map_err(io)?;
+                    report = segment::scan(&repaired, *first_id, upper, |_| {});
+                    debug_assert!(report.damage.is_empty() && report.torn.is_none());
+                } else if let Some(at) = report.torn {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io)?;
+                    f.set_len(at).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                    rec.dropped_bytes += bytes.len() as u64 - at;
+                    report.torn = None;
+                }
+                segments.push_back(Arc::new(
+                    Segment::open(path, *first_id, report).map_err(io)?,
+                ));
             }
-            if segments.is_empty() {
-                segments.push_back(Arc::new(Segment::create(dir, 1).map_err(io)?));
+            // New records go to a format 2 segment whose name is the next id: after
+            // damage at the end of the newest segment, or after one of format 1.
+            let start_new = match segments.back() {
+                None => true,
+                Some(s) => {
+                    (s.format == Format::V1 && s.meta().count > 0)
+                        || next_id != s.meta().last_id + 1
+                }
+            };
+            if start_new {
+                next_id = next_id.max(segments.back().map_or(1, |s| s.first_id));
+                segments.push_back(Arc::new(Segment::create(dir, next_id).map_err(io)?));
+                File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
             }
         } else {
             segments.push_back(Arc::new(Segment::memory(1)));
@@ -221,11 +344,11 @@ impl Log {
             total_events += m.count;
             total_bytes += m.bytes;
         }
-        let last = segments.back().unwrap().meta().last_id;
+        let next_id = next_id.max(segments.back().unwrap().meta().last_id + 1);
         let log = Log {
             inner: Mutex::new(Inner {
                 segments,
-                next_id: last + 1,
+                next_id,
                 cache: VecDeque::new(),
                 dedup,
                 total_events,
@@ -234,7 +357,7 @@ impl Log {
                 _lock: lock,
                 buf: Vec::new(),
             }),
-            committed: AtomicU64::new(last),
+            committed: AtomicU64::new(next_id - 1),
             cfg,
         };
         Ok((log, rec))
@@ -457,27 +580,31 @@ impl Log {
         }
     }
 
+    /// The first id retention has kept: the oldest segment's first id (a segment
+    /// whose records were all lost to damage still holds its ids' place).
     fn first_id_locked(inner: &Inner) -> u64 {
-        inner
-            .segments
-            .iter()
-            .find(|s| s.meta.read().unwrap().count > 0)
-            .map(|s| s.first_id)
-            .unwrap_or(inner.next_id)
+        inner.segments[0].first_id.min(inner.next_id)
     }
 
     /// Counters for `/status`.
     pub fn stats(&self) -> LogStats {
         let inner = self.inner.lock().unwrap();
+        let first_id = Self::first_id_locked(&inner);
+        let last_id = self.committed();
         LogStats {
             events: inner.total_events,
             bytes: inner.total_bytes,
-            first_id: Self::first_id_locked(&inner),
-            last_id: self.committed(),
+            first_id,
+            last_id,
+            damaged: (last_id + 1)
+                .saturating_sub(first_id)
+                .saturating_sub(inner.total_events),
         }
     }
 
-    /// Reads committed events with id > `after`, at most `max`.
+    /// Reads committed events with id > `after`, at most `max`. Ids that are gone
+    /// right after `after` come first as the batch's gap; the batch stops before the
+    /// next hole, so a reader that asks again from `next_after` meets each gap once.
     ///
     /// # Errors
     /// A segment could not be read.
@@ -490,18 +617,22 @@ impl Log {
         if after >= upto || max == 0 {
             return Ok(out);
         }
-        let mut after = after;
         let segments: Vec<SegmentRef> = {
             let inner = self.inner.lock().unwrap();
             let first = Self::first_id_locked(&inner);
             if after + 1 < first {
-                out.gap = Some((after + 1, first - 1));
-                after = first - 1;
-                out.next_after = after;
+                out.gap = Some(Gap {
+                    from: after + 1,
+                    to: first - 1,
+                    reason: GapReason::Retention,
+                });
+                out.next_after = first - 1;
+                return Ok(out);
             }
             if let Some(front) = inner.cache.front()
                 && front.id() <= after + 1
             {
+                // The cache holds consecutive ids (it is filled by appends).
                 let skip = (after + 1 - front.id()) as usize;
                 out.events.extend(
                     inner
@@ -524,6 +655,7 @@ impl Log {
                 .cloned()
                 .collect()
         };
+        let mut from = after;
         for seg in segments {
             let want = max - out.events.len();
             if want == 0 {
@@ -531,14 +663,85 @@ impl Log {
             }
             let events = &mut out.events;
             if let Some(last) =
-                seg.read_range(after, upto, want, 4 << 20, |e| events.push(Arc::new(e)))?
+                seg.read_range(from, upto, want, 4 << 20, |e| events.push(Arc::new(e)))?
             {
-                after = last;
-                out.next_after = last;
+                from = last;
             }
         }
+        // Holes are ids lost to damage: report the one right after `after`, and
+        // stop before any later one.
+        let mut expect = after + 1;
+        match out.events.first() {
+            None => {
+                // Every id up to `upto` is committed, so none of them is left.
+                out.gap = Some(Gap {
+                    from: expect,
+                    to: upto,
+                    reason: GapReason::Corrupt,
+                });
+                out.next_after = upto;
+                return Ok(out);
+            }
+            Some(e) if e.id() > expect => {
+                out.gap = Some(Gap {
+                    from: expect,
+                    to: e.id() - 1,
+                    reason: GapReason::Corrupt,
+                });
+                expect = e.id();
+            }
+            Some(_) => {}
+        }
+        let run = out
+            .events
+            .iter()
+            .zip(expect..)
+            .take_while(|(e, want)| e.id() == *want)
+            .count();
+        out.events.truncate(run);
+        out.next_after = out.events.last().map_or(after, |e| e.id());
         Ok(out)
     }
+}
+
+/// The segment files of `dir`, by first id.
+fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let id = parse_segment_name(e.file_name().to_str()?)?;
+            Some((id.max(1), e.path()))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Keeps a copy of the damaged segment at `path` (whose contents are `bytes`) and
+/// rewrites it with exactly the intact records `report` found. Returns the copy's
+/// path. The rewrite goes through a temporary file renamed over the segment, so a
+/// crash leaves either the old file or the new one.
+fn repair(path: &Path, bytes: &[u8], report: &Report) -> std::io::Result<Option<PathBuf>> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut copy = dir.join(format!("{name}.damaged"));
+    let mut n = 2;
+    while copy.exists() {
+        copy = dir.join(format!("{name}.damaged.{n}"));
+        n += 1;
+    }
+    std::fs::write(&copy, bytes)?;
+    File::open(&copy)?.sync_all()?;
+    let tmp = dir.join(format!("{name}.repair"));
+    let mut f = File::create(&tmp)?;
+    for r in &report.intact {
+        f.write_all(&bytes[r.start as usize..r.end as usize])?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(Some(copy))
 }
 
 /// The directory the hub keeps its log in when none is given:
@@ -599,16 +802,262 @@ mod tests {
     }
 
     fn read_ids(log: &Log, after: u64) -> Vec<u64> {
+        read_all(log, after).0
+    }
+
+    /// Every id a reader from `after` gets, and the gaps it is told of.
+    fn read_all(log: &Log, after: u64) -> (Vec<u64>, Vec<Gap>) {
         let mut out = Vec::new();
+        let mut gaps = Vec::new();
         let mut after = after;
         loop {
             let b = log.read_after(after, 7).unwrap();
-            if b.events.is_empty() {
-                return out;
+            if b.events.is_empty() && b.gap.is_none() {
+                return (out, gaps);
             }
+            gaps.extend(b.gap);
             out.extend(b.events.iter().map(|e| e.id()));
+            assert!(b.next_after > after);
             after = b.next_after;
         }
+    }
+
+    fn small_segments(dir: &Path) -> LogConfig {
+        LogConfig {
+            retain_events: 800, // segments of 100 events
+            ..cfg(Some(dir))
+        }
+    }
+
+    /// Writes events 1..=n (each keyed `kI`) and closes the log.
+    fn fill(dir: &Path, n: u64) {
+        let (log, _) = Log::open(small_segments(dir)).unwrap();
+        for i in 1..=n {
+            log.append(vec![new("t", Some(&format!("k{i}")))], i, 65536)
+                .unwrap();
+        }
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        list_segments(dir)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.1)
+            .collect()
+    }
+
+    /// The byte range of record `id` in the segment file at `path`.
+    fn record_at(path: &Path, first: u64, id: u64) -> std::ops::Range<usize> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut at = Vec::new();
+        let mut off = 0usize;
+        segment::scan(&bytes, first, None, |r| {
+            let len = segment::HEADER_LEN + 10 + r.key.len() + r.json.len();
+            at.push((r.id, off..off + len));
+            off += len;
+        });
+        at.into_iter().find(|a| a.0 == id).unwrap().1
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at] ^= 0x5a;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn damage_in_an_older_segment_loses_only_its_record_and_readers_are_told() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 350);
+        let files = segment_files(dir.path());
+        assert!(files.len() >= 4, "{files:?}");
+        let r = record_at(&files[1], 101, 150);
+        flip(&files[1], r.start + 40);
+        let before = std::fs::read(&files[1]).unwrap();
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert_eq!(rec.damage.len(), 1, "{:?}", rec.damage);
+        let d = &rec.damage[0];
+        assert_eq!(
+            (d.file.clone(), d.offset, d.lost),
+            (files[1].clone(), r.start as u64, Some((150, 150)))
+        );
+        // The damaged file is kept as it was; the segment keeps its intact records.
+        assert_eq!(std::fs::read(d.copy.as_ref().unwrap()).unwrap(), before);
+        assert_eq!(
+            std::fs::metadata(&files[1]).unwrap().len() as usize,
+            before.len() - r.len()
+        );
+        let (ids, gaps) = read_all(&log, 0);
+        let want: Vec<u64> = (1..=350).filter(|&i| i != 150).collect();
+        assert_eq!(ids, want);
+        assert_eq!(
+            gaps,
+            vec![Gap {
+                from: 150,
+                to: 150,
+                reason: GapReason::Corrupt
+            }]
+        );
+        assert_eq!(log.stats().damaged, 1);
+        assert_eq!(log.stats().first_id, 1);
+        // The next id follows the last; the keys of intact records still dedup.
+        let w = log
+            .append(vec![new("t", Some("k149")), new("t", None)], 1, 65536)
+            .unwrap();
+        assert_eq!(ids_of(&w), ["dup149", "new351"]);
+        drop(log);
+        // A second start finds nothing to repair and the same hole.
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert!(rec.damage.is_empty());
+        assert_eq!(
+            read_all(&log, 140).1,
+            vec![Gap {
+                from: 150,
+                to: 150,
+                reason: GapReason::Corrupt
+            }]
+        );
+        assert_eq!(log.committed(), 351);
+    }
+
+    fn ids_of(w: &Written) -> Vec<String> {
+        ids(w)
+    }
+
+    #[test]
+    fn damage_at_the_end_of_the_newest_segment_never_reuses_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 250);
+        let files = segment_files(dir.path());
+        let newest = files.last().unwrap().clone();
+        let first = list_segments(dir.path()).unwrap().last().unwrap().0;
+        // Damage the header of the second-to-last record: its id is unknown, and
+        // the last record is found again after it.
+        let (r249, r250) = (
+            record_at(&newest, first, 249),
+            record_at(&newest, first, 250),
+        );
+        flip(&newest, r249.start + 5);
+        flip(&newest, r250.start + 2);
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert_eq!(rec.damage.len(), 1, "{:?}", rec.damage);
+        let (_, to) = rec.damage[0].lost.unwrap();
+        assert!(to >= 250, "{:?}", rec.damage);
+        let w = log.append(vec![new("t", None)], 1, 65536).unwrap();
+        let Appended::New(id) = w.outcomes[0] else {
+            panic!()
+        };
+        assert!(id > 250, "{id}");
+        drop(log);
+        // Nothing written since: the next start still gives out new ids only.
+        let (log, _) = Log::open(small_segments(dir.path())).unwrap();
+        let w = log.append(vec![new("t", None)], 1, 65536).unwrap();
+        let Appended::New(next) = w.outcomes[0] else {
+            panic!()
+        };
+        assert!(next > id);
+        let (ids, gaps) = read_all(&log, 240);
+        assert_eq!(ids.first(), Some(&241));
+        assert!(ids.contains(&id) && ids.contains(&next));
+        assert!(!ids.contains(&249) && !ids.contains(&250));
+        assert!(
+            gaps.iter().all(|g| g.reason == GapReason::Corrupt),
+            "{gaps:?}"
+        );
+    }
+
+    #[test]
+    fn a_restart_with_nothing_written_after_tail_damage_keeps_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 50);
+        let path = segment_files(dir.path())[0].clone();
+        let r = record_at(&path, 1, 50);
+        flip(&path, r.start + 30); // body of the newest record
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert_eq!(rec.damage[0].lost.map(|l| l.0), Some(50));
+        let committed = log.committed();
+        assert!(committed >= 50);
+        drop(log);
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert!(rec.damage.is_empty());
+        assert_eq!(log.committed(), committed);
+        let (ids, gaps) = read_all(&log, 45);
+        assert_eq!(ids, vec![46, 47, 48, 49]);
+        assert_eq!(
+            gaps,
+            vec![Gap {
+                from: 50,
+                to: committed,
+                reason: GapReason::Corrupt
+            }]
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 20);
+        let path = segment_files(dir.path())[0].clone();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 7)
+            .unwrap();
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert!(rec.damage.is_empty());
+        assert!(rec.dropped_bytes > 0);
+        assert_eq!(log.committed(), 19);
+        assert_eq!(log.stats().damaged, 0);
+        assert!(
+            !dir.path()
+                .join(format!(
+                    "{}.damaged",
+                    path.file_name().unwrap().to_string_lossy()
+                ))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn a_log_of_format_1_still_opens_and_new_records_go_to_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for id in 1..=30u64 {
+            let json = format!(
+                r#"{{"id":{id},"ts":"2026-01-01T00:00:00.000Z","topic":"t","type":"message","data":{{"n":{id}}}}}"#
+            );
+            segment::encode_record_v1(
+                &mut bytes,
+                id,
+                5,
+                0,
+                format!("k{id}").as_bytes(),
+                json.as_bytes(),
+            );
+        }
+        let path = dir.path().join(segment::segment_file_name(1));
+        // Damage record 10 of the old format too.
+        let mut damaged = bytes.clone();
+        let mut off = 0;
+        for _ in 1..10 {
+            off += 8 + u32::from_le_bytes(damaged[off..off + 4].try_into().unwrap()) as usize;
+        }
+        damaged[off + 20] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        let (log, rec) = Log::open(small_segments(dir.path())).unwrap();
+        assert_eq!(
+            rec.damage.iter().map(|d| d.lost).collect::<Vec<_>>(),
+            vec![Some((10, 10))]
+        );
+        let w = log
+            .append(vec![new("t", Some("k3")), new("t", None)], 1, 65536)
+            .unwrap();
+        assert_eq!(ids_of(&w), ["dup3", "new31"]);
+        assert!(dir.path().join(segment::segment_file_name(31)).exists());
+        let (ids, _) = read_all(&log, 0);
+        assert_eq!(ids, (1..=31).filter(|&i| i != 10).collect::<Vec<_>>());
     }
 
     #[test]
@@ -677,8 +1126,17 @@ mod tests {
         assert!(st.events >= 40 && st.events < 60, "{st:?}");
         assert_eq!(st.last_id, 200);
         let b = log.read_after(0, 1000).unwrap();
-        assert_eq!(b.gap, Some((1, st.first_id - 1)));
+        let gap = Gap {
+            from: 1,
+            to: st.first_id - 1,
+            reason: GapReason::Retention,
+        };
+        assert_eq!(b.gap, Some(gap));
+        assert!(b.events.is_empty());
+        let b = log.read_after(b.next_after, 1000).unwrap();
+        assert_eq!(b.gap, None);
         assert_eq!(b.events.first().unwrap().id(), st.first_id);
+        assert_eq!(st.damaged, 0);
         assert_eq!(read_ids(&log, st.first_id - 1).len() as u64, st.events);
     }
 
