@@ -10,7 +10,7 @@ complete -c hub-tail -l url -d 'Hub address: ws://HOST:PORT, ws://HOST:PORT/ws o
 complete -c hub-tail -l token -d 'Token for a hub started with --token, sent as `Authorization: Bearer`. Prefer HUB_TOKEN or --token-file: a --token is visible in `ps`' -r
 complete -c hub-tail -l token-file -d 'Read the token from FILE (first line; surrounding whitespace is ignored). Takes precedence over --token and HUB_TOKEN' -r -F
 complete -c hub-tail -l from-start -d 'For a file without a saved position, start at its first line'
-complete -c hub-tail -l poll -d 'Poll instead of using inotify (network file systems, containers). hub-tail also falls back to polling by itself when inotify cannot be used, and says why'
+complete -c hub-tail -l poll -d 'Poll instead of using inotify (network file systems, containers); with -v it says so on stderr. hub-tail also falls back to polling by itself when inotify cannot be used, and always says why'
 complete -c hub-tail -l json -d 'Parse each line as JSON: an object becomes the event\'s data (with `file` added when it has none); any other line is sent as {"line": ..., "file": ...}'
 complete -c hub-tail -s v -l verbose -d 'Say more on stderr (-v: connections and counts, -vv: debug)'
 complete -c hub-tail -s q -l quiet -d 'Say nothing on stderr except the error that ends the command'

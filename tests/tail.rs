@@ -443,6 +443,46 @@ fn polling_mode_follows_appends_and_rotation() {
 }
 
 #[test]
+fn poll_says_so_with_v_and_only_then() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    append(&log, "");
+    let file = log.to_str().unwrap();
+    let polling = "hub-tail: polling every 250ms (--poll)";
+    let v = Tail::start(
+        &hub,
+        dir.path(),
+        &[
+            file,
+            "--from-start",
+            "--poll",
+            "--poll-interval",
+            "250ms",
+            "-v",
+        ],
+    );
+    // The first line goes out once the follower runs, so the message came before.
+    append(&log, "one\n");
+    expect_lines(&hub, "log:app", &["one".to_string()], &v);
+    assert!(v.stderr().contains(polling), "stderr:\n{}", v.stderr());
+    drop(v);
+    // Without -v: silent; -v without --poll: not asked to poll.
+    for args in [
+        &[file, "--from-start", "--poll", "--poll-interval", "250ms"][..],
+        &[file, "--from-start", "-v"][..],
+    ] {
+        let t = Tail::start(&hub, dir.path(), args);
+        let line = format!("{args:?}");
+        append(&log, &format!("{line}\n"));
+        wait_until("the line to be stored", LIMIT, || {
+            lines(&hub, "log:app").contains(&line)
+        });
+        assert!(!t.stderr().contains("(--poll)"), "{args:?}: {}", t.stderr());
+    }
+}
+
+#[test]
 fn partial_lines_wait_for_their_newline() {
     let hub = Hub::start(&["--memory"]);
     let dir = tempfile::tempdir().unwrap();

@@ -102,6 +102,10 @@ pub const PAGE: Page = Page {
             "Each subscription has a bounded outbox; when it is full, that subscriber alone reads on from the log and rejoins live. It gets a gap frame only for events it had not read yet that are gone: removed by retention (reason retention) or lost to damage on disk (reason corrupt).",
         ),
         (
+            "Connections",
+            "A connection must send complete request headers within 10 s of being accepted, and within 10 s after each answer; otherwise it is closed without an answer, so a client that sends half a request holds its place in --max-connections for at most 10 s. A WebSocket keeps the place of the connection it was upgraded from until it closes; --idle-timeout applies to it. The connections field of /status counts them. While 64 connections over the limit wait for their 429 or 4429, further ones are closed at once.",
+        ),
+        (
             "Signals",
             "SIGINT and SIGTERM: stop accepting, flush the log, close every WebSocket with 1001 and exit 0 within 5 s.",
         ),
@@ -182,7 +186,9 @@ pub struct ServeArgs {
     #[arg(long = "allow-host", value_name = "NAME")]
     pub allow_hosts: Vec<String>,
 
-    /// Most WebSocket connections at once; more are closed with 4429.
+    /// Most connections at once, HTTP and WebSocket alike, each counted from accept
+    /// until it closes. Over it, an HTTP request gets 429 and a WebSocket is closed
+    /// with 4429 (clients back off and retry), then the connection is closed.
     #[arg(long, default_value = "10000", value_name = "N")]
     pub max_connections: usize,
 

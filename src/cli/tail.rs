@@ -120,8 +120,9 @@ pub struct TailArgs {
     #[arg(long)]
     pub from_start: bool,
 
-    /// Poll instead of using inotify (network file systems, containers). hub-tail also
-    /// falls back to polling by itself when inotify cannot be used, and says why.
+    /// Poll instead of using inotify (network file systems, containers); with -v it
+    /// says so on stderr. hub-tail also falls back to polling by itself when inotify
+    /// cannot be used, and always says why.
     #[arg(long)]
     pub poll: bool,
 

@@ -364,6 +364,15 @@ pub async fn run(
         eprintln!("hub-tail: positions in {}", state_path.display());
     }
     let mut watch = Watch::new(cfg.mode, cfg.poll_interval);
+    // A fallback to polling says so always (in `Watch`); asked-for polling with -v.
+    if cfg.verbose
+        && let WatchMode::Poll(every) = cfg.mode
+    {
+        eprintln!(
+            "hub-tail: polling every {} (--poll)",
+            humantime::format_duration(every)
+        );
+    }
     let globs: Vec<GlobInput> = cfg
         .inputs
         .iter()

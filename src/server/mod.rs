@@ -1,10 +1,12 @@
 //! The HTTP + WebSocket server on one port: routing, the access checks every request
-//! passes (Host, Origin, token), limits, and the bounded shutdown.
+//! passes (Host, Origin, token), limits, and the bounded shutdown. `conn` accepts
+//! the connections, counts them and limits the time they take to send a request.
 //!
 //! [`run`] takes a bound listener and a shutdown token, never an address, so tests
 //! and the binary bind however they like.
 
 mod access;
+mod conn;
 mod http;
 mod read_ahead;
 mod ws;
@@ -15,9 +17,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,9 @@ pub(crate) struct App {
     cfg: ServerConfig,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Connections over `--max-connections` being answered 429 / 4429 (see
+    /// `conn`); the admitted ones are counted in `Stats::connections`.
+    refusing: AtomicUsize,
 }
 
 type AppState = Arc<App>;
@@ -69,7 +73,8 @@ type AppState = Arc<App>;
 /// returns within [`SHUTDOWN_LIMIT`]. The caller flushes the broker afterwards.
 ///
 /// # Errors
-/// Accepting on the listener failed.
+/// None today: accept errors (such as running out of file descriptors) are
+/// retried after a pause.
 pub async fn run(
     listener: TcpListener,
     broker: Broker,
@@ -81,6 +86,7 @@ pub async fn run(
         cfg,
         shutdown: shutdown.clone(),
         tracker: TaskTracker::new(),
+        refusing: AtomicUsize::new(0),
     });
     let router = Router::new()
         .route("/ws", any(ws::upgrade))
@@ -97,18 +103,16 @@ pub async fn run(
             access::guard,
         ))
         .with_state(app.clone());
-    let listener = read_ahead::ReadAheadListener(listener).tap_io(|io| {
-        let _ = io.get_mut().set_nodelay(true);
-    });
-    let serve = axum::serve(
+    let listener = read_ahead::ReadAheadListener(listener);
+    let served = tokio::spawn(conn::accept_loop(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = tokio::spawn(async move { serve.await });
+        router,
+        app.clone(),
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
-    // Plain HTTP requests drain by themselves (long polls watch the token too);
-    // WebSocket connections send 1001 and end.
+    // Plain HTTP connections finish the request in flight and close (long polls
+    // watch the token too); WebSocket connections send 1001 and end.
     app.tracker.close();
     let drained = tokio::time::timeout(SHUTDOWN_LIMIT, async {
         app.tracker.wait().await;

@@ -11,6 +11,7 @@
 //! its broker outbox, and the broker moves it to catch-up from the log.
 
 use super::access::Authorized;
+use super::conn::OverLimit;
 use super::http::parse_query;
 use super::{AppState, error_response};
 use crate::broker::subscription::{Delivery, Subscription};
@@ -65,6 +66,7 @@ enum Refusal {
 pub async fn upgrade(
     State(app): State<AppState>,
     Extension(Authorized(authorized)): Extension<Authorized>,
+    over_limit: Option<Extension<OverLimit>>,
     RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -79,15 +81,12 @@ pub async fn upgrade(
             "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket); for polling use GET /events",
         );
     };
-    let stats = app.broker.stats();
-    let count = stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
-    let guard = ConnGuard(app.clone());
     let refusal = if !authorized {
         Refusal::Close(
             close::UNAUTHORIZED,
             "unauthorized: missing or wrong token".into(),
         )
-    } else if count as usize > app.cfg.max_connections {
+    } else if over_limit.is_some() {
         Refusal::Close(
             close::TOO_MANY,
             format!(
@@ -113,7 +112,6 @@ pub async fn upgrade(
         .on_upgrade(move |socket| {
             let tracker = app.tracker.clone();
             tracker.track_future(async move {
-                let _guard = guard;
                 connection(app, socket, refusal, initial).await;
             })
         });
@@ -122,19 +120,6 @@ pub async fn upgrade(
         .headers_mut()
         .insert(MAX_FRAME_HEADER, axum::http::HeaderValue::from(limit));
     response
-}
-
-/// Counts a connection until it ends.
-struct ConnGuard(AppState);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0
-            .broker
-            .stats()
-            .connections
-            .fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 fn close_msg(code: u16, reason: &str) -> Out {
