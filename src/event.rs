@@ -20,6 +20,9 @@ pub const MAX_TYPE_LEN: usize = 64;
 pub const MAX_KEY_LEN: usize = 128;
 /// Longest source, in bytes.
 pub const MAX_SOURCE_LEN: usize = 255;
+/// Deepest `data` taken, in levels of arrays and objects: its event, one level
+/// more, must still be within serde_json's limit (128) for clients to read it.
+pub const MAX_DATA_DEPTH: usize = 126;
 /// The type an event gets when the publisher names none.
 pub const DEFAULT_TYPE: &str = "message";
 
@@ -107,10 +110,11 @@ pub struct NewEvent {
     pub key: Option<String>,
     #[serde(default)]
     pub data: Value,
+    /// Read and thrown away unchecked, as the hub does ([`RawEvent`]).
     #[serde(default, skip_serializing)]
-    pub id: Option<Value>,
+    pub id: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing)]
-    pub ts: Option<Value>,
+    pub ts: Option<serde::de::IgnoredAny>,
 }
 
 impl NewEvent {
@@ -637,6 +641,15 @@ impl RawEvent<'_> {
             && may_fail_value_parse(d.get())
         {
             check_json(d.get()).map_err(|e| EventError::Json(format!("data: {e}")))?;
+            // Stored, the data sits one level down in its event, which clients read
+            // whole: it must parse there too.
+            if long_number_or_deep(d.get().as_bytes())
+                && check_json(&format!("[{}]", d.get())).is_err()
+            {
+                return Err(EventError::Json(format!(
+                    "data: nested too deeply (at most {MAX_DATA_DEPTH} levels of arrays and objects)"
+                )));
+            }
         }
         Ok(())
     }
@@ -1445,5 +1458,56 @@ mod tests {
             (Some("ключ-1"), Some("héllo\u{7f}wörld"))
         );
         assert_eq!(s.json, ev.encode());
+    }
+
+    /// Lines of a `POST /publish` body (generated events, in any layout, some changed
+    /// a little): read in place, checked and stored as the hub does, each is valid
+    /// exactly when serde's [`NewEvent`] is, and is stored as serde would encode it
+    /// (the checks of [`crate::fuzzing::body_line`]).
+    #[test]
+    fn generated_body_lines_are_stored_as_serde_reads_them() {
+        use crate::testgen::*;
+        use proptest::prelude::*;
+        let lines = (event(), style(), some_mutations())
+            .prop_map(|(e, mut st, ms)| maybe_mutated(render_event(&e, &mut st), &ms));
+        let valid = count(lines, |line| crate::fuzzing::body_line(&line));
+        assert!(valid > 40, "{valid} of 256 lines were valid events");
+    }
+
+    /// Found by `generated_body_lines_are_stored_as_serde_reads_them`: the hub took
+    /// a line whose ignored `id` (or `ts`) a `Value` cannot hold, `hub-emit
+    /// --events` refused it as not valid JSON. Both ignore them unchecked now.
+    #[test]
+    fn new_event_ignores_id_and_ts_unchecked_as_the_hub_does() {
+        for line in [
+            r#"{"id" : -1e400,"topic":"a","data":"x"}"#,
+            r#"{"topic":"a","ts":"\ud800"}"#,
+            r#"{"topic":"a","id":[1e999],"ts":{"a":null}}"#,
+        ] {
+            assert!(NewEvent::from_json(line).is_ok(), "{line}");
+            assert!(IncomingEvent::from_json(line).is_ok(), "{line}");
+            assert!(crate::fuzzing::body_line(line), "{line}");
+        }
+    }
+
+    /// Found by `generated_body_lines_are_stored_as_serde_reads_them`: a `POST
+    /// /publish` line took data nested 127 levels, whose stored event (one level
+    /// more) serde_json refuses to read past its recursion limit, so a client
+    /// could not decode an event the hub had acknowledged.
+    #[test]
+    fn data_is_no_deeper_than_its_stored_event_can_be_read() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let line = |n: usize| format!(r#"{{"topic":"a","data":{}}}"#, deep(n));
+        let ok = IncomingEvent::from_json(&line(MAX_DATA_DEPTH)).unwrap();
+        let s = StoredEvent::encode(ok, 1, 0, &format_ts(0));
+        assert!(serde_json::from_str::<Value>(&s.json).is_ok());
+        assert!(serde_json::from_str::<Event>(&s.json).is_ok());
+        assert!(NewEvent::from_json(&line(MAX_DATA_DEPTH)).is_ok());
+        let e = IncomingEvent::from_json(&line(MAX_DATA_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("nested too deeply"), "{e}");
+        assert!(NewEvent::from_json(&line(MAX_DATA_DEPTH + 1)).is_err());
+        for n in MAX_DATA_DEPTH - 2..MAX_DATA_DEPTH + 3 {
+            crate::fuzzing::body_line(&line(n));
+        }
     }
 }

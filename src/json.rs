@@ -317,4 +317,22 @@ mod tests {
         }
         assert!(taken > 2000, "{taken}");
     }
+
+    /// Generated values, laid out every way JSON allows and then changed a little
+    /// (and with text after them): where the quick check takes a value, serde_json
+    /// takes the same (the checks of [`crate::fuzzing::json_text`]).
+    #[test]
+    fn generated_values_agree_with_serde() {
+        use crate::testgen::*;
+        use proptest::prelude::*;
+        let texts = (
+            json(),
+            style(),
+            some_mutations(),
+            prop::sample::select(vec!["", " ", ",1", "]"]),
+        )
+            .prop_map(|(v, mut st, ms, tail)| maybe_mutated(rendered(&v, &mut st), &ms) + tail);
+        let taken = count(texts, |text| crate::fuzzing::json_text(&text));
+        assert!(taken > 60, "the quick check took {taken} of 256");
+    }
 }

@@ -21,6 +21,9 @@ pub mod client;
 pub mod event;
 pub mod exit;
 pub mod follow;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 pub mod matching;
 pub mod output;
@@ -29,6 +32,8 @@ pub mod server;
 pub mod shutdown;
 pub mod stdin;
 pub mod store;
+#[cfg(test)]
+mod testgen;
 
 /// Where the hub listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7357";

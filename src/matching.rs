@@ -5,6 +5,7 @@
 use crate::event::Fields;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::str::FromStr;
 
 /// A pattern or filter that could not be understood.
@@ -131,6 +132,25 @@ fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// `pattern` with each run of unescaped `*` written as one: SPEC's `*` is any run
+/// of characters, so `**` is too, where the glob engine would read `**/` as "any
+/// directories" and match `x` with `**/x`.
+fn one_star_per_run(pattern: &str) -> Cow<'_, str> {
+    if !pattern.contains("**") {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len());
+    let (mut escaped, mut star) = (false, false);
+    for c in pattern.chars() {
+        if !(c == '*' && star && !escaped) {
+            out.push(c);
+        }
+        star = c == '*' && !escaped;
+        escaped = c == '\\' && !escaped;
+    }
+    Cow::Owned(out)
+}
+
 /// A topic pattern that needs no glob engine.
 #[derive(Debug, Clone)]
 enum Plain {
@@ -173,7 +193,7 @@ impl Matcher {
             }
             let mut b = GlobSetBuilder::new();
             for p in globs.iter().copied() {
-                let glob = GlobBuilder::new(p)
+                let glob = GlobBuilder::new(&one_star_per_run(p))
                     .literal_separator(false)
                     .backslash_escape(true)
                     .build()
@@ -362,5 +382,109 @@ mod tests {
         assert!(mt.matches(&e));
         let mt = Matcher::new(&[], &["progress".into()], &[]).unwrap();
         assert!(!mt.matches(&e));
+    }
+
+    /// Topic patterns of literals, `*`, `?`, classes and escapes, and topics made to
+    /// match them or nearly: the matcher takes a topic exactly when the naive glob
+    /// of [`crate::fuzzing::naive_glob`] does, alone or OR-ed.
+    #[test]
+    fn globs_agree_with_a_naive_glob() {
+        use crate::testgen::count;
+        use proptest::prelude::*;
+        let lit = prop::sample::select(vec!["a", "b", "c", ":", "/", "-", ".", "0", "@", "_", "A"]);
+        let class = (
+            prop::sample::select(vec!["", "!", "^"]),
+            prop::collection::vec(
+                prop::sample::select(vec!["a", "b", "0", ":", "/", "a-c", "0-9"]),
+                1..4,
+            ),
+        )
+            .prop_map(|(neg, items)| format!("[{neg}{}]", items.concat()));
+        let tok = prop_oneof![
+            6 => lit.prop_map(str::to_string),
+            3 => Just("*".to_string()),
+            2 => Just("?".to_string()),
+            2 => class,
+            1 => prop::sample::select(vec!["\\*", "\\?", "\\[", "\\a", "[", "]", "**"]).prop_map(str::to_string),
+        ];
+        let pattern = prop::collection::vec(tok, 0..8).prop_map(|t| t.concat());
+        let topic_char =
+            prop::sample::select(vec!['a', 'b', 'c', ':', '/', '-', '.', '0', '5', '*', '?']);
+        let topic = prop::collection::vec(topic_char, 0..10)
+            .prop_map(|v| v.into_iter().collect::<String>());
+        let cases = (prop::collection::vec(pattern, 1..4), topic);
+        let matched = count(cases, |(patterns, topic)| {
+            crate::fuzzing::topic_glob(&patterns, &topic);
+            Matcher::new(&patterns, &[], &[]).is_ok_and(|m| m.matches_topic(&topic))
+        });
+        assert!(matched > 20, "{matched} of 256 matched");
+    }
+
+    /// Any text parses as a filter or is refused, never a panic; a filter written
+    /// from its parts parses back into them.
+    #[test]
+    fn filters_parse_back_from_their_parts() {
+        use crate::testgen::{Style, count, json, rendered, text};
+        use proptest::prelude::*;
+        count((text(24), any::<String>()), |(a, b)| {
+            crate::fuzzing::filter(&a);
+            crate::fuzzing::filter(&b);
+            true
+        });
+        let seg = prop::collection::vec(
+            prop::sample::select(vec!['a', 'z', '0', '_', '-', ' ', '!', 'é']),
+            1..6,
+        )
+        .prop_map(|v| v.into_iter().collect::<String>())
+        .prop_filter("no space or ! at the ends", |s| {
+            !s.starts_with(' ') && !s.ends_with([' ', '!'])
+        });
+        let parts = (prop::collection::vec(seg, 1..4), any::<bool>(), json());
+        let parsed = count(parts, |(path, negate, value)| {
+            let value_text = rendered(&value, &mut Style::new(vec![]));
+            let text = format!(
+                "{}{}={value_text}",
+                path.join("."),
+                if negate { "!" } else { "" }
+            );
+            let f = crate::fuzzing::filter(&text).unwrap_or_else(|| panic!("{text} is refused"));
+            let want = serde_json::from_str(&value_text).unwrap_or(Value::String(value_text));
+            assert_eq!(
+                f,
+                Filter {
+                    path,
+                    value: want,
+                    negate
+                },
+                "{text}"
+            );
+            true
+        });
+        assert_eq!(parsed, 256);
+    }
+
+    /// Found by `globs_agree_with_a_naive_glob`: `**/` went to the glob engine as
+    /// "any directories", so `**/x` matched `x` and `**/` matched the empty topic,
+    /// where SPEC's `*` (and so `**`) is any run of characters.
+    #[test]
+    fn a_run_of_stars_is_one_star() {
+        let t = |topic: &str| ev(topic, "x", json!({}));
+        assert!(!m(&["**/x"], &[]).matches(&t("x")));
+        assert!(m(&["**/x"], &[]).matches(&t("a/b/x")));
+        assert!(m(&["**/x"], &[]).matches(&t("/x")));
+        assert!(m(&["a**"], &[]).matches(&t("a")));
+        assert!(m(&["a/**/b?"], &[]).matches(&t("a/c/d/bb")));
+        assert!(!m(&["a/**/b"], &[]).matches(&t("a/b")));
+        // An escaped star stays a literal one.
+        assert!(m(&[r"\**"], &[]).matches(&t("*")));
+        assert!(m(&[r"\**"], &[]).matches(&t("*x")));
+        assert!(!m(&[r"\**"], &[]).matches(&t("x")));
+        assert!(m(&[r"a\*\*"], &[]).matches(&t("a**")));
+        assert!(!m(&[r"a\*\*"], &[]).matches(&t("abc")));
+        assert_eq!(one_star_per_run(r"\\**"), r"\\*");
+        for p in ["**/", "**/x", "a**", r"\**", r"a\*\*", "a/**/b"] {
+            crate::fuzzing::topic_glob(&[p.to_string()], "x");
+            crate::fuzzing::topic_glob(&[p.to_string()], "");
+        }
     }
 }

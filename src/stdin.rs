@@ -154,4 +154,59 @@ mod tests {
         assert_eq!(e.to_string(), "gone");
         assert_eq!(r.read(&mut buf).await.unwrap(), 0);
     }
+
+    /// Standard input read in pieces of any size gives the same lines as read
+    /// whole, read as `hub-emit --lines` reads it (line by line from a buffered
+    /// reader) and as `hub-tail -` does (through [`crate::follow::Lines`]).
+    #[test]
+    fn lines_do_not_depend_on_how_stdin_arrives() {
+        use proptest::prelude::*;
+        use tokio::io::AsyncBufReadExt;
+        let bytes = prop::collection::vec(
+            prop::sample::select(vec![b'a', b'b', b'\n', b'\r', 0, 0xc3, 0xa9, 0xff]),
+            0..300,
+        );
+        let cases = (bytes, prop::collection::vec(1usize..40, 1..20));
+        crate::testgen::count(cases, |(input, sizes)| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let mut pieces = Vec::new();
+            let mut rest = &input[..];
+            for n in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (a, b) = rest.split_at((*n).min(rest.len()));
+                pieces.push(Ok(a.to_vec()));
+                rest = b;
+            }
+            let lines = rt.block_on(async {
+                let r = ThreadStdin::spawn_reading(Pieces(pieces)).unwrap();
+                let mut r = tokio::io::BufReader::with_capacity(7, r);
+                let mut lines = Vec::new();
+                loop {
+                    let mut line = Vec::new();
+                    if r.read_until(b'\n', &mut line).await.unwrap() == 0 {
+                        break lines;
+                    }
+                    lines.push(line);
+                }
+            });
+            let want: Vec<Vec<u8>> = input
+                .split_inclusive(|&b| b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect();
+            assert_eq!(lines, want);
+            // hub-tail -: the same pieces through the line splitter.
+            let mut cuts = Vec::new();
+            let mut at = 0;
+            for n in sizes.iter().cycle().take(input.len()) {
+                at += n;
+                cuts.push(at.min(input.len()));
+            }
+            crate::fuzzing::lines(&input, &cuts, &[], 16);
+            true
+        });
+    }
 }

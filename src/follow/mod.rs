@@ -857,6 +857,10 @@ pub struct Lines {
     pub buf: Vec<u8>,
     /// `buf[..searched]` is known to hold no newline.
     searched: usize,
+    /// `buf[0]` continues a line a piece of which went out already: NUL bytes
+    /// there are the line's, not a copytruncate hole (skipped only at a line's
+    /// start, wherever a read or a budget stopped).
+    mid_line: bool,
 }
 
 impl Lines {
@@ -865,6 +869,7 @@ impl Lines {
             line_start: offset,
             buf: Vec::new(),
             searched: 0,
+            mid_line: false,
         }
     }
 
@@ -907,12 +912,13 @@ impl Lines {
             out.items += 1;
         };
         let mut complete = true;
+        let mut mid_line = self.mid_line;
         'lines: loop {
             if budget.exhausted() {
                 complete = false;
                 break;
             }
-            while s < buf.len() && buf[s] == 0 {
+            while !mid_line && s < buf.len() && buf[s] == 0 {
                 s += 1; // a copytruncate hole
             }
             search = search.max(s);
@@ -933,6 +939,7 @@ impl Lines {
                 let end = base + (s + cut) as u64;
                 piece(s, end, &buf[s..s + cut], true, budget);
                 s += cut;
+                mid_line = true;
                 if budget.exhausted() {
                     complete = false;
                     break 'lines;
@@ -941,6 +948,7 @@ impl Lines {
             piece(s, base + nl as u64 + 1, &buf[s..text_end], false, budget);
             s = nl + 1;
             search = s;
+            mid_line = false;
         }
         if complete {
             // An over-long partial line goes out piece by piece.
@@ -949,13 +957,17 @@ impl Lines {
                     complete = false;
                     break;
                 }
-                let cut = cut_point(&buf[s..], max_line);
-                if cut == buf.len() - s {
+                // Only what more input cannot change: a final `\r` may end up
+                // part of the line end, the start of a character its rest.
+                let settled = settled_len(&buf[s..]);
+                let cut = cut_point(&buf[s..s + settled], max_line);
+                if cut == settled {
                     break;
                 }
                 let end = base + (s + cut) as u64;
                 piece(s, end, &buf[s..s + cut], true, budget);
                 s += cut;
+                mid_line = true;
             }
         }
         let mut buf = buf;
@@ -963,6 +975,7 @@ impl Lines {
         self.line_start += s as u64;
         self.searched = if complete { buf.len() } else { 0 };
         self.buf = buf;
+        self.mid_line = mid_line;
     }
 
     /// Emits the held partial line as it is (its file ended). It is never longer
@@ -974,11 +987,14 @@ impl Lines {
         emit: &mut dyn FnMut(Item<'_>),
         out: &mut Stepped,
     ) {
-        let s = self
-            .buf
-            .iter()
-            .position(|&b| b != 0)
-            .unwrap_or(self.buf.len());
+        let s = match self.mid_line {
+            true => 0,
+            false => self
+                .buf
+                .iter()
+                .position(|&b| b != 0)
+                .unwrap_or(self.buf.len()),
+        };
         if s < self.buf.len() {
             emit(Item::Line {
                 key_prefix: key.prefix,
@@ -994,6 +1010,7 @@ impl Lines {
         self.line_start = self.pos();
         self.buf.clear();
         self.searched = 0;
+        self.mid_line = false;
     }
 }
 
@@ -1026,6 +1043,29 @@ pub fn cut_point(bytes: &[u8], limit: usize) -> usize {
         }
     }
     bytes.len()
+}
+
+/// The bytes at the start of an unfinished line whose text more input cannot
+/// change: all but a final `\r` (the start of a `\r\n`, which the line does not
+/// keep) or the start of a UTF-8 character whose other bytes have not come yet.
+fn settled_len(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    if bytes.last() == Some(&b'\r') {
+        return n - 1;
+    }
+    // The last byte that starts a character of two to four bytes, in the last three.
+    for back in 1..=n.min(3) {
+        let b = bytes[n - back];
+        let need = match b {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            0x80..=0xbf => continue,
+            _ => return n,
+        };
+        return if back < need { n - back } else { n };
+    }
+    n
 }
 
 fn first_char_len(bytes: &[u8]) -> usize {

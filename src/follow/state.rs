@@ -257,4 +257,44 @@ mod tests {
         assert_ne!(a, c);
         assert!(a.to_string_lossy().contains("hub/tail/"));
     }
+
+    /// State files as saved and changed a little: each loads or is refused with a
+    /// reason, never a panic, and what loads saves and loads back the same (the
+    /// checks of [`crate::fuzzing::state_file`]).
+    #[test]
+    fn generated_state_files_load_or_say_why_not() {
+        use crate::testgen::{count, mutate_all, mutations};
+        use proptest::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = (any::<u64>(), any::<u64>(), any::<u32>(), 0usize..3).prop_map(
+            |(dev, offset, fp, n)| {
+                let mut e = entry(offset);
+                e.dev = dev;
+                e.fp = format!("{fp:08x}");
+                e.rotated = (0..n).map(|k| entry(k as u64)).collect();
+                e
+            },
+        );
+        let state = prop::collection::btree_map(
+            prop::collection::vec(prop::sample::select(vec!['/', 'a', 'z', '.', 'é']), 1..12)
+                .prop_map(|c| PathBuf::from(c.into_iter().collect::<String>())),
+            entry,
+            0..4,
+        )
+        .prop_map(|files| State {
+            version: VERSION,
+            files,
+        });
+        let texts = (state, prop::option::of(mutations())).prop_map(|(st, ms)| {
+            let text = serde_json::to_string(&st).unwrap();
+            match ms {
+                Some(ms) => mutate_all(&text, &ms),
+                None => text,
+            }
+        });
+        count(texts, |text| {
+            crate::fuzzing::state_file(text.as_bytes(), dir.path());
+            true
+        });
+    }
 }

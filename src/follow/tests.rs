@@ -567,3 +567,113 @@ fn a_zero_rotate_wait_drains_the_renamed_file_once() {
     assert_eq!(t.step(), vec![]);
     assert!(t.f.file_state().unwrap().rotated.is_empty());
 }
+
+/// Bytes a log may hold, as pieces: plain text, line ends (`\r\n` too), the NUL
+/// bytes of a copytruncate hole, characters of two to four bytes (cut anywhere
+/// by a read), an invalid byte, and characters JSON escapes.
+fn log_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let piece = prop::sample::select(vec![
+        &b"a"[..],
+        b"bb",
+        b"\n",
+        b"\n",
+        b"\r\n",
+        b"\r",
+        b"\0",
+        b"\0\0",
+        "é".as_bytes(),
+        "✓".as_bytes(),
+        "😀".as_bytes(),
+        b"\xff",
+        b"\"",
+        b"\\",
+        b"\x01",
+    ]);
+    prop::collection::vec(piece, 0..80).prop_map(|p| p.concat())
+}
+
+/// The lines of a log are the same whatever the sizes of the reads that bring it
+/// in and the budgets of the scans (over-long lines cut into the same pieces).
+#[test]
+fn lines_do_not_depend_on_the_chunking() {
+    use crate::testgen::count;
+    use proptest::prelude::*;
+    let cases = (
+        log_bytes(),
+        prop::collection::vec(any::<usize>(), 0..12),
+        prop::collection::vec(1usize..4, 0..4),
+        prop_oneof![6usize..40, Just(DEFAULT_MAX_LINE)],
+    )
+        .prop_map(|(input, cuts, budgets, max_line)| {
+            let cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            (input, cuts, budgets, max_line)
+        });
+    count(cases, |(input, cuts, budgets, max_line)| {
+        crate::fuzzing::lines(&input, &cuts, &budgets, max_line);
+        true
+    });
+}
+
+/// Found by `lines_do_not_depend_on_the_chunking`: NUL bytes right after a piece
+/// of an over-long line were skipped as a copytruncate hole when a read (or a
+/// budget) stopped at that piece, and kept when it did not.
+#[test]
+fn nul_bytes_after_a_piece_are_kept_wherever_a_read_stops() {
+    let split = crate::fuzzing::split_lines;
+    let want = vec![
+        (0, 6, b"aaaaaa".to_vec(), true),
+        (6, 7, b"\0".to_vec(), true),
+        (7, 9, b"b".to_vec(), false),
+    ];
+    assert_eq!(split(b"aaaaaa\0b\n", &[], &[], 6), want);
+    assert_eq!(split(b"aaaaaa\0b\n", &[7], &[], 6), want);
+    assert_eq!(split(b"aaaaaa\0b\n", &[], &[1], 6), want);
+    // A hole at the start of a line is still skipped, however it arrives.
+    for cut in 0..=6 {
+        assert_eq!(
+            split(b"a\n\0\0\0b\n", &[cut], &[1], 6),
+            vec![(0, 2, b"a".to_vec(), false), (5, 7, b"b".to_vec(), false)],
+            "cut at {cut}"
+        );
+    }
+    // And the piece flushed at the end of the file keeps its NULs too.
+    assert_eq!(
+        split(b"aaaaaa\0", &[], &[], 6),
+        vec![
+            (0, 6, b"aaaaaa".to_vec(), true),
+            (6, 7, b"\0".to_vec(), false)
+        ]
+    );
+}
+
+/// Found by `lines_do_not_depend_on_the_chunking`: where a read stopped after the
+/// `\r` of a `\r\n`, or inside a character, an over-long unfinished line was cut
+/// by the cost of that `\r` (or of the half character) and not as it ends up.
+#[test]
+fn an_unfinished_line_is_cut_by_what_more_input_cannot_change() {
+    let split = crate::fuzzing::split_lines;
+    let want = vec![
+        (0, 3, b"bb".to_vec(), false),
+        (3, 8, "bb✓".as_bytes().to_vec(), true),
+        (8, 11, b"\x01".to_vec(), false),
+    ];
+    let text = "bb\nbb✓\u{1}\r\n".as_bytes();
+    for cut in 0..=text.len() {
+        assert_eq!(split(text, &[cut], &[], 6), want, "cut at {cut}");
+    }
+    let text = "aaaaaé\n".as_bytes();
+    let want = vec![
+        (0, 5, b"aaaaa".to_vec(), true),
+        (5, 8, "é".as_bytes().to_vec(), false),
+    ];
+    for cut in 0..=text.len() {
+        assert_eq!(split(text, &[cut], &[], 6), want, "cut at {cut}");
+    }
+    // The emoji costs 4: after five bytes of cost it goes to the next piece.
+    let text = "aa😀\n".as_bytes();
+    let whole = split(text, &[], &[], 5);
+    for cut in 0..=text.len() {
+        assert_eq!(split(text, &[cut], &[], 5), whole, "cut at {cut}");
+    }
+}

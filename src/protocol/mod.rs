@@ -38,7 +38,7 @@ use crate::event::{NewEvent, RawEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-mod quick;
+pub(crate) mod quick;
 
 /// A frame a client sends. `E` is the event of a `publish`: clients build
 /// [`NewEvent`]s; the hub reads [`RawEvent`]s, read in place from the frame's text.
@@ -104,7 +104,7 @@ impl<'a> ClientFrame<RawEvent<'a>> {
     }
 
     /// [`ClientFrame::parse`] without its quick path for batch `publish` frames.
-    fn parse_full(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, String> {
+    pub(crate) fn parse_full(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, String> {
         let f: FlatFrame<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let kind = f.kind.as_str();
         let allowed: &[&str] = match kind {
@@ -408,6 +408,10 @@ pub fn parse_batch_ack(text: &str) -> Option<BatchAck> {
         let (mut n, mut digits) = (0u64, 0);
         for &b in list.as_bytes() {
             if b.is_ascii_digit() {
+                // A digit after a leading zero: not JSON.
+                if digits == 1 && n == 0 {
+                    return None;
+                }
                 n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
                 digits += 1;
             } else if b == b',' && digits > 0 {
@@ -422,7 +426,7 @@ pub fn parse_batch_ack(text: &str) -> Option<BatchAck> {
         }
         ids.push(Some(n));
         Some(BatchAck {
-            req: req.parse().ok()?,
+            req: json_u64(req)?,
             ids,
             errors: Vec::new(),
         })
@@ -451,7 +455,15 @@ pub fn parse_ack(text: &str) -> Option<(u64, u64)> {
     let rest = text.strip_prefix(r#"{"type":"ack","req":"#)?;
     let (req, rest) = rest.split_once(',')?;
     let id = rest.strip_prefix(r#""id":"#)?.strip_suffix('}')?;
-    Some((req.parse().ok()?, id.parse().ok()?))
+    Some((json_u64(req)?, json_u64(id)?))
+}
+
+/// A whole JSON number that fits a `u64`, as serde reads one: digits only, no
+/// leading zero (`u64::from_str` also takes `+7` and `007`, which are not JSON).
+fn json_u64(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let plain = !b.is_empty() && b.iter().all(u8::is_ascii_digit) && (b[0] != b'0' || b.len() == 1);
+    plain.then(|| text.parse().ok()).flatten()
 }
 
 /// The `code` of an `error` frame or of an HTTP error body.
@@ -785,6 +797,94 @@ mod tests {
         }
         for c in [1003, 1008, 1009, 4400, 4401, 4403] {
             assert!(!close::is_retryable(c));
+        }
+    }
+
+    /// The client's quick reads of `ack`, batch `ack` and `events` frames, on frames
+    /// the hub writes and on those changed a little: where a quick read answers,
+    /// serde reads the same (the checks of [`crate::fuzzing::server_frame`]).
+    #[test]
+    fn generated_server_frames_read_as_serde_reads_them() {
+        use crate::testgen::*;
+        use proptest::prelude::*;
+        let id = prop_oneof![0..1000u64, any::<u64>()];
+        let outcome = prop::option::weighted(0.9, id.clone());
+        let event = json().prop_map(|v| match v {
+            Json::Obj(_) => v,
+            other => Json::Obj(vec![
+                ("id".into(), Json::Num("1".into())),
+                ("data".into(), other),
+            ]),
+        });
+        let frame = prop_oneof![
+            (id.clone(), id.clone()).prop_map(|(req, id)| {
+                ServerFrame::Ack {
+                    req: Some(json!(req)),
+                    id,
+                }
+                .encode()
+            }),
+            (id.clone(), prop::collection::vec(outcome, 1..6)).prop_map(|(req, ids)| {
+                let outcomes: Vec<BatchOutcome> = ids
+                    .into_iter()
+                    .map(|o| o.ok_or((ErrorCode::TooLarge, "too large".to_string())))
+                    .collect();
+                batch_ack_frame(&Some(json!(req)), &outcomes)
+            }),
+            prop::collection::vec(event, 1..5).prop_map(|events| {
+                let texts: Vec<String> = events
+                    .iter()
+                    .map(|e| {
+                        let v: Value = serde_json::from_str(&rendered(e, &mut Style::new(vec![])))
+                            .unwrap_or(Value::Null);
+                        serde_json::to_string(&v).expect("a value serializes")
+                    })
+                    .collect();
+                events_frame(
+                    &events_frame_prefix("\"s1\""),
+                    texts.iter().map(String::as_str),
+                    0,
+                )
+            }),
+        ];
+        let frames = (frame, some_mutations()).prop_map(|(f, ms)| maybe_mutated(f, &ms));
+        let quick = count(frames, |text| crate::fuzzing::server_frame(&text, "s1"));
+        assert!(quick > 60, "a quick read answered {quick} of 256");
+    }
+
+    /// Found by `generated_server_frames_read_as_serde_reads_them`: the quick reads
+    /// of `ack` frames took numbers serde refuses (`u64::from_str` reads `+7` and
+    /// `007`), so a client read an id out of a frame that is not JSON.
+    #[test]
+    fn quick_acks_refuse_numbers_serde_refuses() {
+        for text in [
+            r#"{"type":"ack","req":010,"id":700}"#,
+            r#"{"type":"ack","req":100,"id":0100000000000000000}"#,
+            r#"{"type":"ack","req":+7,"id":43}"#,
+            r#"{"type":"ack","req":7,"id":+43}"#,
+        ] {
+            assert_eq!(parse_ack(text), None, "{text}");
+            assert!(serde_json::from_str::<ServerFrame>(text).is_err(), "{text}");
+        }
+        for text in [
+            r#"{"type":"ack","req":100,"ids":[100000000000000000,0100]}"#,
+            r#"{"type":"ack","req":100,"ids":[00]}"#,
+            r#"{"type":"ack","req":+1,"ids":[1]}"#,
+            r#"{"type":"ack","req":01,"ids":[1]}"#,
+        ] {
+            assert_eq!(parse_batch_ack(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_ack(r#"{"type":"ack","req":0,"id":10}"#),
+            Some((0, 10))
+        );
+        let a = parse_batch_ack(r#"{"type":"ack","req":0,"ids":[0,10,0]}"#).unwrap();
+        assert_eq!(a.ids, [Some(0), Some(10), Some(0)]);
+        for text in [
+            r#"{"type":"ack","req":010,"id":700}"#,
+            r#"{"type":"ack","req":100,"ids":[1,0100]}"#,
+        ] {
+            crate::fuzzing::server_frame(text, "s1");
         }
     }
 }

@@ -1,0 +1,453 @@
+//! Checks shared by the property tests (`cargo test`) and the cargo-fuzz targets
+//! (`fuzz/`): each takes untrusted input, runs a parser on it and panics when a
+//! quick path disagrees with the general one, or an invariant breaks. Built for
+//! tests and with the `fuzzing` feature only; not an API.
+//!
+//! - [`client_frame`]: [`ClientFrame::parse`] and its batch-`publish` quick path
+//!   against the full parse: the same result or error message, the same stored
+//!   bytes, and the stored event equal to serde's encoding of it.
+//! - [`json_text`]: [`crate::json`]'s quick check and special-byte search against
+//!   serde_json and a byte-at-a-time search; [`compact_json`] keeps the value.
+//! - [`body_line`]: one line of a `POST /publish` body read the hub's way
+//!   ([`RawEvent`], checked and prepared in place) against serde's [`NewEvent`].
+//! - [`server_frame`]: the client's quick reads of `ack` and `events` frames
+//!   against serde.
+//! - [`topic_glob`], [`filter`]: the topic matcher against a naive glob;
+//!   filter parsing never panics.
+//! - [`lines`]: the line splitter of `hub-tail` gives the same lines whatever the
+//!   chunking of its input and the budgets of its scans.
+//! - [`state_file`]: the `hub-tail` state file loads or says why not, and what
+//!   loads saves and loads back the same.
+//! - [`segment`]: opening a segment file (of any bytes) does not panic and keeps
+//!   only records with increasing ids.
+
+use crate::event::{
+    DEFAULT_TYPE, Event, Fields, NewEvent, RawEvent, StoredEvent, TsField, compact_json,
+};
+use crate::follow::{Budget, Item, Key, Lines, Stepped};
+use crate::matching::{Filter, Matcher};
+use crate::protocol::{ClientFrame, ServerFrame};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::path::Path;
+
+/// The receive time every checked event is stamped with.
+const TS: u64 = 1_796_256_000_123;
+
+/// What the hub stores of each event: its JSON and the fields read back from it.
+fn stored(events: &[RawEvent<'_>]) -> Vec<StoredEvent> {
+    let ts = TsField::new(&crate::event::format_ts(TS));
+    RawEvent::prepare_all(events)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| StoredEvent::stamp(p, 9 + i as u64, TS, &ts))
+        .collect()
+}
+
+/// A stored event's fields as strings, to compare two of them whole.
+fn fields(s: &StoredEvent) -> [Option<String>; 6] {
+    [
+        Some(&*s.json),
+        Some(s.topic()),
+        Some(Fields::kind(s)),
+        s.source(),
+        s.key(),
+        Some(s.data_json()),
+    ]
+    .map(|f| f.map(str::to_string))
+}
+
+/// A stored event equals serde's encoding of the same event (read as a
+/// [`NewEvent`] from `value`), and its fields read back as serde read them.
+fn same_as_serde(s: &StoredEvent, value: Value, what: &str) {
+    let Ok(new) = serde_json::from_value::<NewEvent>(value) else {
+        return;
+    };
+    if new.validate().is_err() {
+        return;
+    }
+    let ev = Event::from_new(new, s.id, TS);
+    // As values: serde_json's own text of a long number may read back as another
+    // float (it parses without round-trip precision), while the hub keeps the text.
+    let want = serde_json::to_value(&ev).expect("an event serializes");
+    let got: Value = serde_json::from_str(&s.json).expect("a stored event is JSON");
+    assert_eq!(got, want, "stored {} for {what}", s.json);
+    assert_eq!(s.topic(), ev.topic, "{what}");
+    assert_eq!(Fields::kind(s), ev.kind, "{what}");
+    assert_eq!(s.source(), ev.source.as_deref(), "{what}");
+    assert_eq!(s.key(), ev.key.as_deref(), "{what}");
+    assert_eq!(s.data(), &ev.data, "{what}");
+    assert!(
+        matches!(compact_json(&s.json), Cow::Borrowed(_)),
+        "stored JSON is compact: {}",
+        s.json
+    );
+}
+
+/// Parses a client frame both ways and panics where they differ; `true` when the
+/// batch-`publish` quick path answered.
+pub fn client_frame(text: &str) -> bool {
+    let full = ClientFrame::parse_full(text);
+    // `parse` is the quick path or else the full parse: its answer, error message
+    // included, is the full parse's.
+    assert_eq!(ClientFrame::parse(text), full, "{text}");
+    let Some((req, events)) = crate::protocol::quick::publish_batch(text) else {
+        return false;
+    };
+    let Ok(ClientFrame::PublishBatch {
+        req: full_req,
+        events: full_events,
+    }) = &full
+    else {
+        panic!("the quick path read a frame the full parse reads as {full:?}: {text}");
+    };
+    assert_eq!(&req, full_req, "{text}");
+    assert_eq!(&events, full_events, "{text}");
+    for (q, f) in events.iter().zip(full_events) {
+        assert_eq!(q.validate(), f.validate(), "{text}");
+    }
+    if events.iter().all(|e| e.validate().is_ok()) {
+        let (quick, full) = (stored(&events), stored(full_events));
+        for (q, f) in quick.iter().zip(&full) {
+            assert_eq!(fields(q), fields(f), "{text}");
+        }
+        // And what is stored is what serde would have stored.
+        if let Ok(Value::Object(mut frame)) = serde_json::from_str::<Value>(text)
+            && let Some(Value::Array(values)) = frame.remove("events")
+        {
+            for (s, v) in quick.iter().zip(values) {
+                same_as_serde(s, v, text);
+            }
+        }
+    }
+    true
+}
+
+/// serde_json's view of a text: the extent of its first value, and whether the
+/// whole text parses into a `Value`.
+fn serde_extent(text: &str) -> (Option<usize>, bool) {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let extent =
+        serde::Deserialize::deserialize(&mut de)
+            .ok()
+            .map(|r: &serde_json::value::RawValue| {
+                r.get().as_ptr() as usize - text.as_ptr() as usize + r.get().len()
+            });
+    (extent, serde_json::from_str::<Value>(text).is_ok())
+}
+
+/// Checks [`crate::json`] against serde_json on `text`; `true` when the quick
+/// check took a value.
+pub fn json_text(text: &str) -> bool {
+    let b = text.as_bytes();
+    let special = |c: &u8| matches!(c, b'"' | b'\\' | 0..0x20);
+    for i in (0..b.len().min(24)).chain(b.len().saturating_sub(9)..b.len() + 2) {
+        let naive = b
+            .get(i..)
+            .and_then(|rest| rest.iter().position(special))
+            .map(|p| i + p);
+        assert_eq!(crate::json::find_special(b, i), naive, "at {i} of {text:?}");
+    }
+    let (extent, whole) = serde_extent(text);
+    if extent.is_some() {
+        // The copy the hub stores keeps the value and is compact.
+        let raw = &text[..extent.expect("some")];
+        let compact = compact_json(raw.trim_start());
+        assert!(
+            matches!(compact_json(&compact), Cow::Borrowed(_)),
+            "{compact}"
+        );
+        let (a, b) = (
+            serde_json::from_str::<Value>(raw),
+            serde_json::from_str::<Value>(&compact),
+        );
+        if let Ok(a) = a {
+            assert_eq!(Some(a), b.ok(), "{raw} compacts to {compact}");
+        }
+    }
+    let Some(len) = crate::json::plain_value_len(b) else {
+        return false;
+    };
+    assert_eq!(Some(len), extent, "the quick check's extent in {text:?}");
+    if crate::json::is_plain(text) {
+        assert!(whole, "the quick check took {text:?}, serde refuses it");
+        assert!(crate::event::check_json(text).is_ok(), "{text:?}");
+    }
+    true
+}
+
+/// One line of a `POST /publish` body: read in place as the hub reads it, checked
+/// and stored, against serde's [`NewEvent`]; `true` when it is a valid event.
+pub fn body_line(line: &str) -> bool {
+    let raw = serde_json::from_str::<RawEvent<'_>>(line);
+    let new = serde_json::from_str::<NewEvent>(line);
+    let raw_ok = raw.as_ref().is_ok_and(|e| e.validate().is_ok());
+    let new_ok = new.as_ref().is_ok_and(|e| e.validate().is_ok());
+    assert_eq!(raw_ok, new_ok, "{line}: {raw:?} / {new:?}");
+    if !raw_ok {
+        return false;
+    }
+    let s = stored(std::slice::from_ref(raw.as_ref().expect("ok")));
+    // (A `Value` cannot hold everything an ignored `id` or `ts` may.)
+    if let Ok(value) = serde_json::from_str::<Value>(line) {
+        same_as_serde(&s[0], value, line);
+    }
+    true
+}
+
+/// The frames a client reads quickly: an `ack` ([`crate::protocol::parse_ack`]),
+/// a batch `ack` ([`crate::protocol::parse_batch_ack`]) and an `events` frame
+/// ([`crate::protocol::split_events_frame`], with the prefix of subscription
+/// `sub`). Where a quick read answers, serde reads the same; `true` when one did.
+pub fn server_frame(text: &str, sub: &str) -> bool {
+    let serde_frame = serde_json::from_str::<ServerFrame>(text);
+    let mut answered = false;
+    if let Some((req, id)) = crate::protocol::parse_ack(text) {
+        match &serde_frame {
+            Ok(ServerFrame::Ack { req: r, id: i }) => {
+                assert_eq!((r, *i), (&Some(Value::from(req)), id), "{text}");
+            }
+            other => panic!("parse_ack read ({req}, {id}), serde {other:?}: {text}"),
+        }
+        answered = true;
+    }
+    if let Some(ack) = crate::protocol::parse_batch_ack(text) {
+        #[derive(serde::Deserialize)]
+        struct Tagged {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(flatten)]
+            ack: crate::protocol::BatchAck,
+        }
+        let t = serde_json::from_str::<Tagged>(text);
+        assert!(
+            t.as_ref().is_ok_and(|t| t.kind == "ack" && t.ack == ack),
+            "parse_batch_ack read {ack:?}, serde {:?}: {text}",
+            t.map(|t| (t.kind, t.ack))
+        );
+        answered = true;
+    }
+    let sub_json = serde_json::to_string(sub).expect("a string serializes");
+    let prefix = crate::protocol::events_frame_prefix(&sub_json);
+    if let Some(ranges) = crate::protocol::split_events_frame(text, &prefix) {
+        // The events are the hub's to get right; where each is JSON, the split is
+        // the frame's own.
+        let events: Option<Vec<Value>> = ranges
+            .iter()
+            .map(|r| serde_json::from_str(&text[r.clone()]).ok())
+            .collect();
+        if let Some(events) = events {
+            match &serde_frame {
+                Ok(ServerFrame::Events { sub: s, events: e }) => {
+                    assert_eq!((s.as_str(), e), (sub, &events), "{text}");
+                }
+                other => panic!("split_events_frame split {events:?}, serde {other:?}: {text}"),
+            }
+        }
+        answered = true;
+    }
+    answered
+}
+
+/// A glob as SPEC §2 has it, matched the naive way: `*` any run, `?` one
+/// character, `[abc]` a class (with `!` or `^` first to negate, `a-c` ranges),
+/// `\` making the next character literal. `None` for a pattern that is not one
+/// (a class not closed, a pattern ending in `\`).
+pub fn naive_glob(pattern: &str, topic: &str) -> Option<bool> {
+    #[derive(Debug)]
+    enum Tok {
+        Lit(char),
+        Any,
+        One,
+        Class(bool, Vec<(char, char)>),
+    }
+    let mut toks = Vec::new();
+    let mut it = pattern.chars().peekable();
+    while let Some(c) = it.next() {
+        toks.push(match c {
+            '*' => Tok::Any,
+            '?' => Tok::One,
+            '\\' => Tok::Lit(it.next()?),
+            '[' => {
+                let negate = it.next_if(|&c| c == '!' || c == '^').is_some();
+                let mut ranges = Vec::new();
+                let mut first = true;
+                loop {
+                    let c = it.next()?;
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = false;
+                    if it.peek() == Some(&'-') {
+                        it.next();
+                        match it.next()? {
+                            ']' => {
+                                ranges.extend([(c, c), ('-', '-')]);
+                                break;
+                            }
+                            hi => ranges.push((c, hi)),
+                        }
+                    } else {
+                        ranges.push((c, c));
+                    }
+                }
+                Tok::Class(negate, ranges)
+            }
+            c => Tok::Lit(c),
+        });
+    }
+    fn go(p: &[Tok], t: &[char]) -> bool {
+        let Some((tok, rest)) = p.split_first() else {
+            return t.is_empty();
+        };
+        match tok {
+            Tok::Any => (0..=t.len()).any(|k| go(rest, &t[k..])),
+            _ if t.is_empty() => false,
+            Tok::One => go(rest, &t[1..]),
+            Tok::Lit(c) => t[0] == *c && go(rest, &t[1..]),
+            Tok::Class(negate, ranges) => {
+                let inside = ranges.iter().any(|&(lo, hi)| lo <= t[0] && t[0] <= hi);
+                inside != *negate && go(rest, &t[1..])
+            }
+        }
+    }
+    let topic: Vec<char> = topic.chars().collect();
+    Some(go(&toks, &topic))
+}
+
+/// The matcher built from `patterns` takes `topic` exactly when one of the
+/// patterns does by [`naive_glob`]; a pattern that is no glob is refused.
+pub fn topic_glob(patterns: &[String], topic: &str) {
+    let naive: Option<Vec<bool>> = patterns.iter().map(|p| naive_glob(p, topic)).collect();
+    let m = Matcher::new(patterns, &[], &[]);
+    match (naive, m) {
+        (Some(each), Ok(m)) => {
+            let want = patterns.is_empty() || each.iter().any(|&b| b);
+            assert_eq!(m.matches_topic(topic), want, "{patterns:?} on {topic:?}");
+        }
+        (None, Err(_)) => {}
+        (Some(_), Err(e)) => panic!("{patterns:?} refused: {e}"),
+        (None, Ok(m)) => {
+            // A pattern the naive glob cannot read: taken or not, no panic.
+            let _ = m.matches_topic(topic);
+        }
+    }
+}
+
+/// Parses a filter (never a panic), and matches it against an event when it parses.
+pub fn filter(text: &str) -> Option<Filter> {
+    let f = text.parse::<Filter>().ok()?;
+    let ev = Event {
+        id: 7,
+        ts: TS,
+        topic: "t".into(),
+        kind: DEFAULT_TYPE.into(),
+        source: None,
+        key: Some("k".into()),
+        data: serde_json::json!({"a": [1, {"b": "c"}], "n": 50.0, "s": "x"}),
+    };
+    let _ = f.matches(&ev);
+    Some(f)
+}
+
+/// A line as [`lines`] collects it: start, end, text, partial.
+pub type Line = (u64, u64, Vec<u8>, bool);
+
+/// Splits `input` into lines with [`Lines`], fed in pieces cut at `cuts` (offsets,
+/// any order) and scanned with budgets of `budgets` items in turn (unbounded when
+/// empty), as `hub-tail` reads a file or stdin: read a piece, scan until all of it
+/// is scanned, and at the end flush.
+pub fn split_lines(input: &[u8], cuts: &[usize], budgets: &[usize], max_line: usize) -> Vec<Line> {
+    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+    cuts.push(input.len());
+    cuts.sort_unstable();
+    let mut lines = Lines::new(0);
+    let mut got = Vec::new();
+    let key = Key {
+        prefix: "k:",
+        uid: 1,
+    };
+    let mut budgets = budgets.iter().cycle();
+    let mut budget = || Budget {
+        items: budgets.next().map_or(usize::MAX, |&n| n.max(1)),
+        bytes: usize::MAX,
+    };
+    let mut emit = |item: Item<'_>| {
+        if let Item::Line {
+            start,
+            end,
+            bytes,
+            partial,
+            ..
+        } = item
+        {
+            got.push((start, end, bytes.to_vec(), partial));
+        }
+    };
+    let mut at = 0;
+    for cut in cuts {
+        lines.buf.extend_from_slice(&input[at..cut]);
+        at = cut;
+        while lines.unscanned() {
+            lines.scan(
+                key,
+                max_line,
+                &mut budget(),
+                &mut emit,
+                &mut Stepped::default(),
+            );
+        }
+    }
+    lines.flush(key, &mut budget(), &mut emit, &mut Stepped::default());
+    got
+}
+
+/// [`split_lines`] in pieces and with budgets gives the lines it gives of the
+/// whole input at once.
+pub fn lines(input: &[u8], cuts: &[usize], budgets: &[usize], max_line: usize) {
+    let whole = split_lines(input, &[], &[], max_line);
+    let pieces = split_lines(input, cuts, budgets, max_line);
+    assert_eq!(
+        pieces,
+        whole,
+        "{:?} cut at {cuts:?}, budgets {budgets:?}, max_line {max_line}",
+        String::from_utf8_lossy(input)
+    );
+}
+
+/// Loads `bytes` as a `hub-tail` state file (in `dir`): no panic, and a state that
+/// loads saves and loads back the same.
+pub fn state_file(bytes: &[u8], dir: &Path) {
+    use crate::follow::state::StateFile;
+    let path = dir.join("state.json");
+    std::fs::write(&path, bytes).expect("writing the state file");
+    let Ok(loaded) = StateFile::load(&path) else {
+        return;
+    };
+    let again = dir.join("again.json");
+    let _ = std::fs::remove_file(&again);
+    let mut copy = StateFile::load(&again).expect("a missing state file is an empty one");
+    copy.state = loaded.state.clone();
+    assert!(copy.save().expect("saving the state"));
+    let back = StateFile::load(&again).expect("a saved state loads");
+    assert_eq!(back.state, loaded.state);
+}
+
+/// Opens `bytes` as the segment file of ids from `first_id` on (in `dir`): no
+/// panic, records seen with strictly increasing ids from `first_id`, and what is
+/// kept is a prefix of what was there.
+pub fn segment(bytes: &[u8], first_id: u64, dir: &Path) {
+    use crate::store::segment::{Segment, segment_file_name};
+    let first_id = first_id.max(1);
+    let path = dir.join(segment_file_name(first_id));
+    std::fs::write(&path, bytes).expect("writing the segment");
+    let mut ids = Vec::new();
+    let scan = Segment::open(&path, first_id, |r| ids.push(r.id)).expect("opening the segment");
+    assert!(ids.first().is_none_or(|&id| id >= first_id), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let meta = scan.segment.meta.read().expect("meta").clone();
+    assert_eq!(meta.count, ids.len() as u64);
+    assert_eq!(meta.bytes + scan.dropped_bytes, bytes.len() as u64);
+    let kept = std::fs::read(&path).expect("reading the segment back");
+    assert_eq!(kept, bytes[..meta.bytes as usize]);
+}
