@@ -18,8 +18,10 @@
 //!   chunking of its input and the budgets of its scans.
 //! - [`state_file`]: the `hub-tail` state file loads or says why not, and what
 //!   loads saves and loads back the same.
-//! - [`segment`]: opening a segment file (of any bytes) does not panic and keeps
-//!   only records with increasing ids.
+//! - [`segment`]: a segment file of any bytes scans without a panic, every byte
+//!   accounted for, and the log over it opens with a next id above all it saw.
+//! - [`segment_recovery`]: flips and cuts of a real segment lose only the records
+//!   they touched, each named as lost, and a cut alone is a torn tail.
 
 use crate::event::{
     DEFAULT_TYPE, Event, Fields, NewEvent, RawEvent, StoredEvent, TsField, compact_json,
@@ -433,21 +435,115 @@ pub fn state_file(bytes: &[u8], dir: &Path) {
     assert_eq!(back.state, loaded.state);
 }
 
-/// Opens `bytes` as the segment file of ids from `first_id` on (in `dir`): no
-/// panic, records seen with strictly increasing ids from `first_id`, and what is
-/// kept is a prefix of what was there.
+/// Opens `bytes` as the segment file of ids from `first_id` on, as the newest
+/// segment of a log in `dir`: the scan does not panic, sees strictly increasing ids
+/// from `first_id`, accounts for every byte (intact, damaged or torn); the log
+/// opens, keeps every intact record, serves exactly them, and gives a next id above
+/// every id the scan saw.
 pub fn segment(bytes: &[u8], first_id: u64, dir: &Path) {
-    use crate::store::segment::{Segment, segment_file_name};
-    let first_id = first_id.max(1);
-    let path = dir.join(segment_file_name(first_id));
-    std::fs::write(&path, bytes).expect("writing the segment");
+    use crate::store::segment::{scan, segment_file_name};
+    use crate::store::{FsyncMode, Log, LogConfig};
+    let first_id = first_id.clamp(1, u64::MAX / 2);
     let mut ids = Vec::new();
-    let scan = Segment::open(&path, first_id, |r| ids.push(r.id)).expect("opening the segment");
+    let report = scan(bytes, first_id, None, |r| ids.push(r.id));
     assert!(ids.first().is_none_or(|&id| id >= first_id), "{ids:?}");
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    let meta = scan.segment.meta.read().expect("meta").clone();
-    assert_eq!(meta.count, ids.len() as u64);
-    assert_eq!(meta.bytes + scan.dropped_bytes, bytes.len() as u64);
-    let kept = std::fs::read(&path).expect("reading the segment back");
-    assert_eq!(kept, bytes[..meta.bytes as usize]);
+    assert_eq!(report.meta.count, ids.len() as u64);
+    let intact: u64 = report.intact.iter().map(|r| r.end - r.start).sum();
+    let damaged: u64 = report.damage.iter().map(|d| d.len).sum();
+    let torn = report.torn.map_or(0, |at| bytes.len() as u64 - at);
+    assert_eq!(intact + damaged + torn, bytes.len() as u64, "{report:?}");
+    let _ = std::fs::remove_dir_all(dir.join("log"));
+    let log_dir = dir.join("log");
+    std::fs::create_dir_all(&log_dir).expect("a log dir");
+    std::fs::write(log_dir.join(segment_file_name(first_id)), bytes).expect("writing it");
+    let cfg = LogConfig {
+        dir: Some(log_dir),
+        fsync: FsyncMode::Never,
+        retain_events: u64::MAX,
+        retain_bytes: u64::MAX,
+        retain_age: None,
+        cache_events: 16,
+    };
+    let (log, _) = Log::open(cfg).expect("the log opens");
+    let mut served = Vec::new();
+    let mut after = first_id - 1;
+    loop {
+        let b = log.read_after(after, 1000).expect("reading");
+        if b.events.is_empty() && b.gap.is_none() {
+            break;
+        }
+        served.extend(b.events.iter().map(|e| e.id()));
+        after = b.next_after;
+    }
+    // A record is served when its JSON decodes; the scan checked only its bytes.
+    assert!(
+        served.iter().all(|id| ids.contains(id)),
+        "{served:?} vs {ids:?}"
+    );
+    let max_seen = ids.last().copied().unwrap_or(0);
+    assert!(log.committed() >= max_seen);
+    assert!(log.stats().last_id >= max_seen);
+}
+
+/// Writes records `first_id..first_id + n` (of varied sizes), applies `flips`
+/// (position, xor mask) and an optional cut, and scans: every record the changes did
+/// not touch is found, in order; every id of a touched record is inside a damaged
+/// region's lost ids or a torn tail; a cut alone is a torn tail, never damage.
+pub fn segment_recovery(first_id: u64, sizes: &[u8], flips: &[(usize, u8)], cut: Option<usize>) {
+    use crate::store::segment::{encode_record, scan};
+    let first_id = first_id.clamp(1, u64::MAX / 2);
+    let mut bytes = Vec::new();
+    let mut at = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let id = first_id + i as u64;
+        let json = format!(
+            r#"{{"id":{id},"ts":"2026-12-03T00:00:00.000Z","topic":"t","type":"message","data":"{}"}}"#,
+            "x".repeat(size as usize)
+        );
+        let start = bytes.len();
+        encode_record(
+            &mut bytes,
+            id,
+            1,
+            0,
+            format!("k{id}").as_bytes(),
+            json.as_bytes(),
+        );
+        at.push(start..bytes.len());
+    }
+    let original = bytes.clone();
+    for &(pos, mask) in flips {
+        if !bytes.is_empty() {
+            let pos = pos % bytes.len();
+            bytes[pos] ^= mask;
+        }
+    }
+    let len = cut.map_or(bytes.len(), |c| c % (bytes.len() + 1));
+    let touched: Vec<bool> = at
+        .iter()
+        .map(|r| r.end > len || bytes[r.clone()] != original[r.clone()])
+        .collect();
+    let mut seen = Vec::new();
+    let report = scan(&bytes[..len], first_id, None, |r| seen.push(r.id));
+    let want: Vec<u64> = (0..at.len())
+        .filter(|&i| !touched[i])
+        .map(|i| first_id + i as u64)
+        .collect();
+    assert_eq!(seen, want, "flips {flips:?} cut {cut:?}");
+    let lost: Vec<(u64, u64)> = report
+        .damage
+        .iter()
+        .filter_map(|d| d.lost_ids(report.format, None))
+        .collect();
+    // Records wholly past the cut were never in these bytes.
+    for i in (0..at.len()).filter(|&i| touched[i] && at[i].start < len) {
+        let id = first_id + i as u64;
+        let in_torn = report.torn.is_some_and(|t| at[i].start as u64 >= t);
+        let in_damage = lost.iter().any(|&(a, b)| a <= id && id <= b);
+        assert!(in_torn || in_damage, "id {id}: {report:?}");
+    }
+    if bytes == original {
+        assert!(report.damage.is_empty(), "a cut is not damage: {report:?}");
+    }
 }
