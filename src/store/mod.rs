@@ -40,6 +40,7 @@ use dedup::Dedup;
 use segment::{
     Damage, FLAG_TASK, Format, Report, Segment, SegmentRef, encode_record, parse_segment_name,
 };
+// `scan_file` reads whole files only when they are not clean; see its doc.
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -250,8 +251,7 @@ impl Log {
             let found = list_segments(dir).map_err(io)?;
             for (i, (first_id, path)) in found.iter().enumerate() {
                 let upper = found.get(i + 1).map(|s| s.0);
-                let bytes = std::fs::read(path).map_err(io)?;
-                let mut report = segment::scan(&bytes, *first_id, upper, |r| {
+                let (mut report, bytes) = segment::scan_file(path, *first_id, upper, |r| {
                     if !r.key.is_empty()
                         && let Ok(k) = std::str::from_utf8(r.key)
                     {
@@ -266,14 +266,16 @@ impl Log {
                     {
                         rec.task_events.push(ev);
                     }
-                });
+                })
+                .map_err(io)?;
+                let file_len = bytes.as_ref().map_or(report.meta.bytes, |b| b.len() as u64);
                 let newest = upper.is_none();
                 // A record cut short is a torn tail only at the end of the newest
                 // segment; at the end of an older one it is damage.
                 if let Some(at) = report.torn.filter(|_| !newest) {
                     report.damage.push(Damage {
                         offset: at,
-                        len: bytes.len() as u64 - at,
+                        len: file_len - at,
                         after_id: report.meta.last_id,
                         next_id: None,
                         max_header_id: 0,
@@ -288,8 +290,8 @@ impl Log {
                         }
                     }
                 }
-                if !report.damage.is_empty() {
-                    let copy = repair(path, &bytes, &report).map_err(io)?;
+                if let (false, Some(bytes)) = (report.damage.is_empty(), &bytes) {
+                    let copy = repair(path, bytes, &report).map_err(io)?;
                     for d in &report.damage {
                         rec.damage.push(DamageReport {
                             file: path.clone(),
@@ -309,7 +311,7 @@ impl Log {
                         .map_err(io)?;
                     f.set_len(at).map_err(io)?;
                     f.sync_all().map_err(io)?;
-                    rec.dropped_bytes += bytes.len() as u64 - at;
+                    rec.dropped_bytes += file_len - at;
                     report.torn = None;
                 }
                 segments.push_back(Arc::new(

@@ -305,6 +305,104 @@ pub fn scan(
     scan_as(Format::V1, bytes, &ids, &mut visit)
 }
 
+/// [`scan`] of the segment file at `path`, read in pieces of 1 MiB while it holds
+/// only intact records (the common case: no more memory than that, and the bytes
+/// are not kept). At anything else the whole file is read and scanned, and its
+/// bytes are returned with the report so the caller can repair from them; `visit`
+/// still sees each intact record once.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn scan_file(
+    path: &Path,
+    first_id: u64,
+    upper: Option<u64>,
+    mut visit: impl FnMut(&RawRecord<'_>),
+) -> io::Result<(Report, Option<Vec<u8>>)> {
+    use std::io::Read;
+    let ids = Ids {
+        first: first_id,
+        upper,
+    };
+    let mut file = File::open(path)?;
+    let mut meta = SegmentMeta {
+        last_id: first_id - 1,
+        ..Default::default()
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut filled, mut start, mut offset, mut eof) = (0usize, 0usize, 0u64, false);
+    let mut format = None;
+    let clean = loop {
+        let avail = &buf[start..filled];
+        if format.is_none() {
+            if avail.len() < MAGIC.len() && !eof {
+                // Read on below.
+            } else {
+                let n = avail.len().min(MAGIC.len());
+                format = Some(if avail[..n] == MAGIC[..n] {
+                    Format::V2
+                } else {
+                    Format::V1
+                });
+                continue;
+            }
+        } else {
+            let f = format.unwrap_or(Format::V2);
+            match decode(f, avail) {
+                Decoded::Record(rec, n) if ids.ok(rec.id, meta.last_id) => {
+                    if meta.count.is_multiple_of(INDEX_EVERY) {
+                        meta.index.push((rec.id, offset));
+                    }
+                    meta.last_id = rec.id;
+                    meta.count += 1;
+                    meta.max_ts = meta.max_ts.max(rec.ts);
+                    visit(&rec);
+                    start += n;
+                    offset += n as u64;
+                    continue;
+                }
+                Decoded::NeedMore { need, .. } if !eof => {
+                    if need > buf.len() {
+                        buf.resize(need.next_power_of_two(), 0);
+                    }
+                }
+                Decoded::NeedMore { .. } if avail.is_empty() => break true,
+                _ => break false,
+            }
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        start = 0;
+        let n = file.read(&mut buf[filled..])?;
+        eof = n == 0;
+        filled += n;
+    };
+    if clean {
+        meta.bytes = offset;
+        let report = Report {
+            format: format.unwrap_or(Format::V2),
+            meta,
+            intact: if offset > 0 {
+                vec![0..offset]
+            } else {
+                Vec::new()
+            },
+            damage: Vec::new(),
+            torn: None,
+        };
+        return Ok((report, None));
+    }
+    drop(buf);
+    let bytes = std::fs::read(path)?;
+    let seen = meta.last_id;
+    let report = scan(&bytes, first_id, upper, |r| {
+        if r.id > seen {
+            visit(r);
+        }
+    });
+    Ok((report, Some(bytes)))
+}
+
 fn scan_as(
     format: Format,
     bytes: &[u8],
@@ -920,6 +1018,37 @@ mod tests {
             b.extend_from_slice(&bytes[at..]);
             let (seen, _) = visited(&b, 1, None);
             proptest::prop_assert_eq!(seen, (1..=n).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn scan_file_agrees_with_scan_and_reads_whole_files_only_when_not_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        for format in [Format::V1, Format::V2] {
+            let (bytes, at) = encode(1..=300, format);
+            let mut cases = vec![(bytes.clone(), true), (Vec::new(), true)];
+            cases.push((bytes[..bytes.len() - 3].to_vec(), false));
+            let mut flipped = bytes.clone();
+            flipped[at[150].start + 9] ^= 0x40;
+            cases.push((flipped, false));
+            for (b, clean) in cases {
+                std::fs::write(&path, &b).unwrap();
+                let mut streamed = Vec::new();
+                let (r, kept) = scan_file(&path, 1, None, |r| streamed.push(r.id)).unwrap();
+                let (whole, want) = visited(&b, 1, None);
+                assert_eq!(streamed, whole, "{format:?}");
+                assert_eq!(kept.is_none(), clean);
+                assert_eq!(
+                    (r.meta.count, r.meta.last_id, r.meta.bytes),
+                    (want.meta.count, want.meta.last_id, want.meta.bytes)
+                );
+                assert_eq!(r.meta.index, want.meta.index);
+                assert_eq!(
+                    (r.intact, r.damage, r.torn),
+                    (want.intact, want.damage, want.torn)
+                );
+            }
         }
     }
 
