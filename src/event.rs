@@ -1181,6 +1181,20 @@ impl StoredEvent {
     }
 }
 
+/// The default `source` of the client commands: this host's name, or `localhost`
+/// when it is empty or longer than [`MAX_SOURCE_LEN`] (so no event is refused for it).
+pub fn default_source() -> String {
+    source_from_host(gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+fn source_from_host(host: String) -> String {
+    if host.is_empty() || host.len() > MAX_SOURCE_LEN {
+        "localhost".to_string()
+    } else {
+        host
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -1215,6 +1229,24 @@ mod ts_millis {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_default_source_is_always_a_valid_source() {
+        assert_eq!(source_from_host("ci-3".into()), "ci-3");
+        assert_eq!(source_from_host(String::new()), "localhost");
+        assert_eq!(
+            source_from_host("h".repeat(MAX_SOURCE_LEN)).len(),
+            MAX_SOURCE_LEN
+        );
+        assert_eq!(
+            source_from_host("h".repeat(MAX_SOURCE_LEN + 1)),
+            "localhost"
+        );
+        let mut e = NewEvent::new("t");
+        e.source = Some(default_source());
+        assert!(e.validate().is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 

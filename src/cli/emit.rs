@@ -250,7 +250,11 @@ impl Template {
         Ok(Template {
             topic,
             kind,
-            source: Some(args.source.clone().unwrap_or_else(hostname)),
+            source: Some(
+                args.source
+                    .clone()
+                    .unwrap_or_else(crate::event::default_source),
+            ),
             data,
             fields,
         })
@@ -313,16 +317,6 @@ fn merge(data: Value, fields: &Map<String, Value>) -> Value {
         obj.insert(k.clone(), v.clone());
     }
     Value::Object(obj)
-}
-
-/// This host's name, the default `source`.
-fn hostname() -> String {
-    let h = gethostname::gethostname().to_string_lossy().into_owned();
-    if h.is_empty() || h.len() > crate::event::MAX_SOURCE_LEN {
-        "localhost".to_string()
-    } else {
-        h
-    }
 }
 
 /// One stdin line as an event (`--lines` / `--events`); `Ok(None)` skips it.
@@ -776,22 +770,21 @@ async fn wait_forwarding_signals(
     loop {
         tokio::select! {
             status = child.wait() => return Ok(status?),
-            _ = term.recv() => forward(pid, "TERM"),
-            _ = hup.recv() => forward(pid, "HUP"),
+            _ = term.recv() => forward(pid, libc::SIGTERM),
+            _ = hup.recv() => forward(pid, libc::SIGHUP),
             _ = int.recv() => {}
         }
     }
 }
 
-/// Sends a signal to the child with kill(1) (the crate has no libc binding).
-fn forward(pid: Option<u32>, sig: &str) {
-    if let Some(pid) = pid {
-        let _ = std::process::Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+/// Sends `sig` to the child, if it is still there.
+fn forward(pid: Option<u32>, sig: libc::c_int) {
+    if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours; a
+        // child that has exited already makes it fail with ESRCH, which is fine.
+        unsafe {
+            libc::kill(pid, sig);
+        }
     }
 }
 

@@ -197,7 +197,7 @@ impl TailArgs {
         cfg.source = Some(
             self.source
                 .clone()
-                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+                .unwrap_or_else(crate::event::default_source),
         );
         cfg.verbose = self.hub.verbose > 0;
         cfg.quiet = self.hub.quiet;

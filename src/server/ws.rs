@@ -197,8 +197,7 @@ async fn connection(
                 match msg {
                     None => break None,
                     Some(Err(e)) => {
-                        let s = e.to_string();
-                        if s.contains("too long") || s.contains("too big") || s.contains("Space limit") {
+                        if is_over_size(e) {
                             break Some((close::TOO_BIG, format!("frame over the limit of {} bytes", app.cfg.max_event_bytes + 4096)));
                         }
                         break None;
@@ -691,4 +690,14 @@ fn answers(
                 .collect()
         }
     }
+}
+
+/// Whether reading failed because a frame or message was over the size limit
+/// (tungstenite's capacity error), which gets close 1009; other errors end the
+/// connection without a close frame.
+fn is_over_size(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    e.into_inner()
+        .downcast_ref::<Error>()
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
 }
