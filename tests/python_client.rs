@@ -338,6 +338,34 @@ fn a_subscriber_prints_every_event_once_across_a_kill_9_of_the_hub() {
     );
 }
 
+/// A `--memory` hub starts its ids at 1 again after a restart: the client sees the
+/// hub's newest id below its cursor and reads the new log from its start.
+#[test]
+fn after_a_memory_hub_restarts_the_subscriber_reads_its_new_log() {
+    let Some(py) = python() else { return };
+    let mut hub = Hub::start(&["--memory"]);
+    let sub = Running::spawn(client(
+        &py,
+        &["sub", "mem:*", "--since", "0", "--url", &hub.ws_url(), "-v"],
+    ));
+    emit(&hub, "mem:a", 0..5);
+    sub.wait_lines(5, "the events before the restart");
+    hub.restart();
+    emit(&hub, "mem:a", 5..8);
+    sub.wait_lines(8, "the events of the new log");
+    let ns: Vec<u64> = sub
+        .lines()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, (0..8).collect::<Vec<_>>(), "{}", sub.stderr());
+    assert!(sub.stderr().contains("it lost its log"), "{}", sub.stderr());
+}
+
 #[test]
 fn a_publisher_cut_with_events_in_flight_stores_every_event_once() {
     let Some(py) = python() else { return };
