@@ -13,8 +13,8 @@
 //! Blocks of one NAME run in document order against one hub, prepared as
 //! [`scenarios`] says (flags, events published first, the `/ws` URL), on one
 //! WebSocket connection. Expected frames are matched in order per subscription (and
-//! per kind for the others: acks with errors that carry a `req`, pongs, other
-//! errors), since frames of different subscriptions and acks interleave freely.
+//! per kind for the others: acks with errors that carry a `req`, other errors,
+//! pongs), since frames of different subscriptions and acks interleave freely.
 //! Values match when they have the same keys and kinds; strings must be equal, but
 //! for times (`ts`, `*_at`), `version`, `"..."` (anything), and a `message` that ends
 //! in `...` (the real one starts with what comes before). Numbers compare by kind
@@ -277,12 +277,17 @@ fn same_shape(want: &Value, real: &Value, key: &str, at: &str) -> Result<(), Str
 
 /// Which frames keep their order among themselves (see the module docs).
 fn channel(f: &Value) -> String {
-    if let Some(s) = f.get("sub").and_then(Value::as_str) {
+    if let Some(s) = f.get("sub").and_then(Value::as_str)
+        && f["type"] != "error"
+    {
         return format!("sub {s}");
     }
     match f["type"].as_str().unwrap_or("") {
         "ack" => "acks".into(),
         "error" if f.get("req").is_some() => "acks".into(),
+        // Refusals come from the connection's reader, in the order of the frames,
+        // also those naming a subscription.
+        "error" => "errors".into(),
         other => other.to_string(),
     }
 }
@@ -588,7 +593,7 @@ fn the_hub_closes_with_the_documented_codes() {
         assert_eq!(c.closed().await, Some(4401), "no token");
         let mut c = Client::connect(&format!("{url}&topicz=a")).await;
         assert_eq!(c.closed().await, Some(4400), "bad query");
-        let mut c = Client::connect(&url).await;
+        let mut c = connect_when_free(&url).await;
         let mut second = Client::connect(&url).await;
         assert_eq!(second.closed().await, Some(4429), "past --max-connections");
         c.send_raw(Message::binary(vec![1, 2, 3])).await;
