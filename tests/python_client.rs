@@ -543,6 +543,11 @@ fn the_exit_status_follows_errors() {
         ],
     ));
     assert_eq!((code, out.as_str()), (Some(0), "1"), "{err}");
+    let (code, out, err) = run(client(&py, &["demo", "--url", &url, "--token", "s3cret"]));
+    assert_eq!(code, Some(0), "demo: {out}\n{err}");
+    for want in ["task_started", "progress", "task_completed"] {
+        assert!(out.contains(want), "demo shows {want}:\n{out}");
+    }
     let (code, _, err) = run(client(
         &py,
         &["pub", "bad topic", "--url", &url, "--token", "s3cret"],

@@ -602,7 +602,8 @@ class Publisher:
                     self._wake.set()
                 elif kind == "error" and "req" in f:
                     if f.get("code") in ("shutting_down", "internal"):
-                        continue  # kept: sent again after the reconnect
+                        # Nothing was stored: reconnect, and send it again.
+                        raise _Transient(f"the hub answered {f.get('code')}: {f.get('message')}")
                     self._resolve(f["req"], error=Refused(f.get("code"), f.get("message")))
                     self._wake.set()
             raise _Transient("closed 1000")
