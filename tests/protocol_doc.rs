@@ -18,7 +18,8 @@
 //! Values match when they have the same keys and kinds; strings must be equal, but
 //! for times (`ts`, `*_at`), `version`, `"..."` (anything), and a `message` that ends
 //! in `...` (the real one starts with what comes before). Numbers compare by kind
-//! (whole or not), since ids and counters vary.
+//! (whole or not), since ids and counters vary. After a scenario's last block, a
+//! `ping` must be answered by a `pong` with nothing the doc does not show before it.
 //!
 //! Also checked: no ```json or ```http fence is unmarked; every scenario here is used
 //! in the document and every NAME there is here; JSON in inline code parses (and
@@ -474,6 +475,15 @@ fn the_examples_are_what_a_real_hub_does() {
                     other => panic!("{what}: a {other} block without its request"),
                 }
                 i += 1;
+            }
+            // Nothing the doc does not show is left waiting before a pong.
+            if let Some(c) = ws.as_mut() {
+                c.send(serde_json::json!({"type":"ping"})).await;
+                let f = c.frame().await;
+                assert_eq!(
+                    f["type"], "pong",
+                    "{name}: a frame the doc does not show: {f}"
+                );
             }
         });
     }
