@@ -429,8 +429,12 @@ class Subscription:
             outage.ok()
             gap = headers.get("X-Hub-Gap")
             if gap:
-                a, _, b = gap.partition("-")
-                hub.on_gap(int(a), int(b), "reported by GET /events")
+                # "10-19,40-42" with "X-Hub-Gap-Reason: retention,corrupt".
+                reasons = (headers.get("X-Hub-Gap-Reason") or "").split(",")
+                for i, part in enumerate(gap.split(",")):
+                    a, _, b = part.strip().partition("-")
+                    why = reasons[i].strip() if i < len(reasons) else ""
+                    hub.on_gap(int(a), int(b), why or "reported by GET /events")
             for line in body.decode().splitlines():
                 if line.strip():
                     ev = json.loads(line)
