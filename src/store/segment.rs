@@ -325,6 +325,7 @@ pub fn scan_file(
         upper,
     };
     let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
     let mut meta = SegmentMeta {
         last_id: first_id - 1,
         ..Default::default()
@@ -361,6 +362,9 @@ pub fn scan_file(
                     offset += n as u64;
                     continue;
                 }
+                // A length past the end of the file is read no further (and never
+                // allocated): the whole-file scan tells torn from damaged.
+                Decoded::NeedMore { need, .. } if offset + need as u64 > file_len => break false,
                 Decoded::NeedMore { need, .. } if !eof => {
                     if need > buf.len() {
                         buf.resize(need.next_power_of_two(), 0);
