@@ -37,7 +37,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -49,6 +50,11 @@ use tower_service::Service;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections over the limit that are answered (429 / 4429) at one time.
 pub const REFUSING_MAX: usize = 64;
+/// After a shutdown, how long a connection with no request being answered gets to
+/// close by itself (finish writing an answer) before it is dropped. Without it, a
+/// connection still waiting for request headers would hold the shutdown up until
+/// [`HEADER_TIMEOUT`].
+const SHUTDOWN_IDLE: Duration = Duration::from_millis(500);
 
 /// Marks a request that came on a connection over `--max-connections`: `/ws`
 /// upgrades it and closes with 4429.
@@ -154,8 +160,9 @@ impl AsyncWrite for Held {
 }
 
 /// Accepts until `shutdown` is cancelled; each connection is served in a task of
-/// `app.tracker`, which finishes its request in flight after the shutdown and
-/// then closes.
+/// `app.tracker`. After the shutdown a connection finishes the request it is
+/// answering and closes; one that is answering none is closed within
+/// [`SHUTDOWN_IDLE`].
 pub async fn accept_loop(
     mut listener: ReadAheadListener,
     router: Router,
@@ -182,10 +189,12 @@ pub async fn accept_loop(
         };
         let over_limit = slot.over_limit();
         let held = Held { io, _slot: slot };
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let service = RequestService {
             router: router.clone(),
             over_limit,
             max_connections: app.cfg.max_connections,
+            in_flight: in_flight.clone(),
         };
         let conn = builder
             .serve_connection(TokioIo::new(held), service)
@@ -197,7 +206,17 @@ pub async fn accept_loop(
                 served = conn.as_mut() => served,
                 _ = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    let grace = tokio::time::sleep(SHUTDOWN_IDLE);
+                    tokio::select! {
+                        served = conn.as_mut() => served,
+                        _ = grace => {
+                            if in_flight.load(Ordering::Acquire) == 0 {
+                                tracing::debug!("connection from {addr} closed by the shutdown");
+                                return;
+                            }
+                            conn.await
+                        }
+                    }
                 }
             };
             if let Err(e) = served {
@@ -213,6 +232,25 @@ struct RequestService {
     router: Router,
     over_limit: bool,
     max_connections: usize,
+    /// Requests of this connection being answered (until their answer is handed
+    /// to hyper).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in [`RequestService::in_flight`] while it lives.
+struct Answering(Arc<AtomicUsize>);
+
+impl Answering {
+    fn new(count: &Arc<AtomicUsize>) -> Answering {
+        count.fetch_add(1, Ordering::AcqRel);
+        Answering(count.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
@@ -220,7 +258,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Error = Infallible;
     type Future = Either<
         std::future::Ready<Result<Self::Response, Infallible>>,
-        axum::routing::future::RouteFuture<Infallible>,
+        Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>,
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
@@ -244,8 +282,14 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             }
             req.extensions_mut().insert(OverLimit);
         }
+        let answering = Answering::new(&self.in_flight);
         // `Router` is always ready: `poll_ready` is not needed.
-        Either::Right(self.router.clone().call(req))
+        let answer = self.router.clone().call(req);
+        Either::Right(Box::pin(async move {
+            let answer = answer.await;
+            drop(answering);
+            answer
+        }))
     }
 }
 
