@@ -362,15 +362,17 @@ pub fn scan_file(
                     offset += n as u64;
                     continue;
                 }
+                Decoded::NeedMore { .. } if eof && avail.is_empty() => break true,
                 // A length past the end of the file is read no further (and never
                 // allocated): the whole-file scan tells torn from damaged.
-                Decoded::NeedMore { need, .. } if offset + need as u64 > file_len => break false,
-                Decoded::NeedMore { need, .. } if !eof => {
+                Decoded::NeedMore { need, .. } if eof || offset + need as u64 > file_len => {
+                    break false;
+                }
+                Decoded::NeedMore { need, .. } => {
                     if need > buf.len() {
                         buf.resize(need.next_power_of_two(), 0);
                     }
                 }
-                Decoded::NeedMore { .. } if avail.is_empty() => break true,
                 _ => break false,
             }
         }
@@ -386,11 +388,7 @@ pub fn scan_file(
         let report = Report {
             format: format.unwrap_or(Format::V2),
             meta,
-            intact: if offset > 0 {
-                vec![0..offset]
-            } else {
-                Vec::new()
-            },
+            intact: (offset > 0).then_some(0..offset).into_iter().collect(),
             damage: Vec::new(),
             torn: None,
         };
