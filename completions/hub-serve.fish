@@ -15,6 +15,7 @@ complete -c hub-serve -l max-subscriptions -d 'Most subscriptions per connection
 complete -c hub-serve -l max-event-bytes -d 'Largest encoded event (e.g. 64KiB, 1MiB)' -r
 complete -c hub-serve -l idle-timeout -d 'Close a WebSocket that sent nothing (pongs count) for this long, with 1001' -r
 complete -c hub-serve -l memory -d 'Keep events in memory only; nothing is written to disk'
+complete -c hub-serve -l no-dashboard -d 'Do not serve the browser dashboard at / and /dashboard (they answer 404)'
 complete -c hub-serve -s v -l verbose -d 'More log output (repeat for more); RUST_LOG overrides'
 complete -c hub-serve -s q -l quiet -d 'Only errors on stderr (the listening line is still printed)'
 complete -c hub-serve -s h -l help -d 'Print help (see more with \'--help\')'
