@@ -662,7 +662,7 @@
             el("span", { class: "pct", text: pctText(t) }),
             el("span", { class: "msg", text: t.message || "" }),
             taskMeta(t));
-          if (it) it.li.replaceWith(li);
+          if (it) { li.classList.add("fresh"); it.li.replaceWith(li); }
           it = { li, sig };
           items.set(t.topic, it);
         }
@@ -865,7 +865,7 @@
       inputs[name] = i;
       form.append(el("label", null, label, i));
     };
-    if (fields.includes("topic")) add("topic", "topic", p.topics.join(" "), { placeholder: "task:* log:nginx", "data-filter": "", size: "16" });
+    if (fields.includes("topic")) add("topic", "topic", p.topics.join(" "), { placeholder: "task:* log:nginx", "data-filter": p.view === "events" ? "" : null, size: "16" });
     if (fields.includes("where")) add("where", "where", p.where.join(" "), { placeholder: "data.status=failed", size: "16" });
     if (fields.includes("type")) add("type", "type", p.types.join(" "), { placeholder: "progress", size: "10" });
     if (fields.includes("since")) add("since", "since", p.since ?? "", { inputmode: "numeric", size: "7" });
@@ -885,7 +885,7 @@
     const v = baseView(p);
     const rows = rowList(MAX_ROWS, eventRow, "events");
     const [pauseBtn, held, live] = pauseControls(rows);
-    const copyBtn = el("button", { type: "button", text: "copy as hub-sub" });
+    const copyBtn = el("button", { type: "button", class: "copy", text: "copy as hub-sub" });
     const cli = el("div", { class: "cli" });
     copyBtn.addEventListener("click", async () => {
       const cmd = hubSubCommand(p);
