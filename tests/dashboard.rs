@@ -329,7 +329,16 @@ impl Page<'_> {
         self.text("location.href")
     }
 
+    /// Writes a PNG of the page to `target/dashboard-screenshots/NAME.png`, once the
+    /// page's animations have finished (waiting at most 2 s for them).
     fn screenshot(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline
+            && self.eval("document.getAnimations().some(a => a.playState === 'running')")
+                == Value::Bool(true)
+        {
+            std::thread::sleep(Duration::from_millis(25));
+        }
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).unwrap();

@@ -16,6 +16,7 @@
   const MAX_TIMELINE = 1000; // a task's timeline
   const MAX_TASKS = 500; // rows of the tasks view
   const PER_FRAME = 300; // rows built per animation frame
+  const RENDER_TASKS_MS = 200; // the tasks view redraws at most this often
   const BACKOFF = [1, 2, 4, 8, 16, 30]; // seconds, with jitter
   const POLL_RETRY_WS = 30; // seconds between WebSocket attempts while polling
   const POLL_WAIT = "25s";
@@ -422,7 +423,7 @@
     try { st = await (await api("status")).json(); } catch (_) { return; }
     const now = Date.now();
     $("st-version").textContent = st.version ?? "–";
-    $("st-uptime").textContent = seconds(st.uptime_seconds);
+    $("st-uptime").textContent = typeof st.uptime_seconds === "number" && st.uptime_seconds < 60 ? `${st.uptime_seconds} s` : seconds(st.uptime_seconds);
     $("st-connections").textContent = st.connections ?? "–";
     $("st-events").textContent = st.events ?? "–";
     $("st-lagged").textContent = st.lagged_total ?? "–";
@@ -626,6 +627,7 @@
     const topicRes = p.topics.map(globRegex);
     const wanted = (t) => !topicRes.length || topicRes.some((r) => r.test(t.topic));
     filter.addEventListener("input", () => schedule());
+    list.addEventListener("animationend", (e) => e.target.classList.remove("fresh"));
     list.addEventListener("click", (e) => {
       if (e.target.closest("a")) return;
       const li = e.target.closest("li");
@@ -637,10 +639,31 @@
     v.tick = () => {
       for (const [topic, it] of items) {
         const t = tasks.get(topic);
-        if (t && t.status === "running") it.li.querySelector(".dur").textContent = `duration ${seconds(duration(t))}`;
+        if (t && t.status === "running") it.meta.querySelector(".dur").textContent = `duration ${seconds(duration(t))}`;
       }
     };
+    let lastRender = -Infinity;
+    let throttle = null;
+    const fill = (it, t) => {
+      it.li.dataset.status = t.status;
+      it.status.dataset.status = t.status;
+      it.status.textContent = t.status;
+      if (t.percent === null || t.percent === undefined) it.prog.removeAttribute("value");
+      else it.prog.value = t.percent;
+      it.pct.textContent = pctText(t);
+      it.msg.textContent = t.message || "";
+      it.meta.replaceWith((it.meta = taskMeta(t)));
+      it.sig = t.last_id;
+    };
     v.render = () => {
+      // A list of tasks is redrawn at most every RENDER_TASKS_MS, however fast
+      // their events come.
+      const now = performance.now();
+      if (now - lastRender < RENDER_TASKS_MS) {
+        if (!throttle) throttle = setTimeout(() => { throttle = null; schedule(); }, RENDER_TASKS_MS - (now - lastRender));
+        return;
+      }
+      lastRender = now;
       const q = filter.value.trim().toLowerCase();
       let shown = [...tasks.values()].filter(wanted);
       if (q) shown = shown.filter((t) => [t.topic, t.message, t.status, t.error].some((s) => s && s.toLowerCase().includes(q)));
@@ -653,18 +676,17 @@
       let prev = null;
       for (const t of shown) {
         let it = items.get(t.topic);
-        const sig = `${t.last_id}`;
-        if (!it || it.sig !== sig) {
-          const li = el("li", { "data-topic": t.topic, "data-status": t.status },
-            el("a", { class: "task-topic", href: taskHref(t.topic), text: t.topic }),
-            el("span", { class: "status", "data-status": t.status, text: t.status }),
-            progressEl(t),
-            el("span", { class: "pct", text: pctText(t) }),
-            el("span", { class: "msg", text: t.message || "" }),
-            taskMeta(t));
-          if (it) { li.classList.add("fresh"); it.li.replaceWith(li); }
-          it = { li, sig };
+        if (!it) {
+          const li = el("li", { "data-topic": t.topic },
+            el("a", { class: "task-topic", href: taskHref(t.topic), text: t.topic }));
+          it = { li, status: el("span", { class: "status" }), prog: progressEl(t), pct: el("span", { class: "pct" }),
+            msg: el("span", { class: "msg" }), meta: el("div"), sig: null };
+          li.append(it.status, it.prog, it.pct, it.msg, it.meta);
+          fill(it, t);
           items.set(t.topic, it);
+        } else if (it.sig !== t.last_id) {
+          if (it.li.dataset.status !== t.status) it.li.classList.add("fresh");
+          fill(it, t);
         }
         const want = prev ? prev.nextSibling : list.firstChild;
         if (want !== it.li) list.insertBefore(it.li, want);
@@ -750,7 +772,7 @@
     }
     const tasks = new Map();
     const head = el("div", { class: "task-head" });
-    const meta = el("div");
+    const meta = el("div", { class: "task-meta" });
     const back = el("a", { href: "?view=tasks", text: "← all tasks" });
     const tl = el("ol", { class: "timeline", "aria-label": "Timeline" });
     const tlMore = el("div", { class: "more", hidden: true });
