@@ -381,9 +381,13 @@
           const r = await api("events?" + q, { signal: ctl.signal });
           const body = await r.text();
           if (this.pollCtl !== ctl || this.sub !== s) continue;
-          const gap = r.headers.get("x-hub-gap");
-          const g = gap && gap.match(/(\d+)\D+(\d+)/);
-          if (g && view) view.gap(Number(g[1]), Number(g[2]), "retention");
+          // X-Hub-Gap: 10-19,40-42 and X-Hub-Gap-Reason: retention,corrupt
+          const reasons = (r.headers.get("x-hub-gap-reason") || "").split(",");
+          let k = 0;
+          for (const g of (r.headers.get("x-hub-gap") || "").matchAll(/(\d+)-(\d+)/g)) {
+            if (view) view.gap(Number(g[1]), Number(g[2]), reasons[k] || "retention");
+            k++;
+          }
           const evs = [];
           for (const line of body.split("\n")) if (line) { try { evs.push(JSON.parse(line)); } catch (_) { /* skip */ } }
           deliver(s, evs);
@@ -592,9 +596,15 @@
   function pctText(t) {
     return t.percent === null || t.percent === undefined ? "–" : `${Math.round(t.percent)}%`;
   }
+  // A running task without a percent has an indeterminate bar; an ended one, 0.
+  function setProgress(p, t) {
+    if (t.percent !== null && t.percent !== undefined) p.value = t.percent;
+    else if (t.status === "running") p.removeAttribute("value");
+    else p.value = 0;
+  }
   function progressEl(t) {
     const p = el("progress", { max: "100", "aria-label": `${t.topic} progress` });
-    if (t.percent !== null && t.percent !== undefined) p.value = t.percent;
+    setProgress(p, t);
     return p;
   }
   function duration(t) {
@@ -648,8 +658,7 @@
       it.li.dataset.status = t.status;
       it.status.dataset.status = t.status;
       it.status.textContent = t.status;
-      if (t.percent === null || t.percent === undefined) it.prog.removeAttribute("value");
-      else it.prog.value = t.percent;
+      setProgress(it.prog, t);
       it.pct.textContent = pctText(t);
       it.msg.textContent = t.message || "";
       it.meta.replaceWith((it.meta = taskMeta(t)));
