@@ -843,6 +843,39 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
         hub.http_url()
     ));
     page.wait_text("last=5000 is more than 1000");
+
+    // Replaying from an id retention has removed: a gap row, then what is left.
+    let small = Hub::start(&["--retain-events", "16"]);
+    // In separate appends, so that whole segments fill and are trimmed.
+    let mut ids = Vec::new();
+    for k in 0..25 {
+        ids.extend(publish(
+            &small,
+            &(0..4)
+                .map(|n| ev("g", "message", json!({"n": k * 4 + n})))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    page.goto(&format!(
+        "{}/?view=events&topic=g&since=0",
+        small.http_url()
+    ));
+    page.wait(
+        "the gap row and the last event",
+        &format!(
+            "!!document.querySelector('main .gap') && !!document.querySelector('[data-id=\"{}\"]')",
+            ids.last().unwrap()
+        ),
+    );
+    let gap = page.text("document.querySelector('main .gap').textContent");
+    let shown = shown_ids(&page);
+    assert!(!shown.is_empty(), "events after the gap are shown");
+    assert_eq!(*shown.last().unwrap(), *ids.last().unwrap());
+    assert_eq!(
+        gap,
+        format!("ids 1–{} are gone: retention", shown[0] - 1),
+        "the gap row names exactly the ids before the first one shown"
+    );
     assert_eq!(browser.errors(), Vec::<String>::new());
 }
 
