@@ -13,11 +13,14 @@
 //! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
 //!   wake-ups.
 //! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
+//! - [`dashboard`]: the browser dashboard `hub-serve` serves at `/`: its embedded
+//!   page, script and style, with their headers (CSP, ETag).
 //! - [`stdin`]: standard input read by a thread of its own (`hub-emit`, `hub-tail -`).
 
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod dashboard;
 pub mod event;
 pub mod exit;
 pub mod follow;

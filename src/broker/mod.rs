@@ -569,6 +569,12 @@ impl Broker {
         self.shared.tasks.lock().unwrap().list()
     }
 
+    /// The `/tasks` view and the newest id folded into it, read together.
+    pub fn tasks_snapshot(&self) -> (Vec<TaskState>, u64) {
+        let board = self.shared.tasks.lock().unwrap();
+        (board.list(), board.last_id())
+    }
+
     /// Waits until the newest id is above `after` or `limit` passes.
     pub async fn wait_for_new(&self, after: u64, limit: Duration) {
         let mut rx = self.shared.committed.subscribe();

@@ -30,6 +30,9 @@ pub struct TaskState {
 #[derive(Debug, Default)]
 pub struct TaskBoard {
     tasks: BTreeMap<String, TaskState>,
+    /// The newest id folded in (events arrive in id order): every lifecycle event up
+    /// to it is in the board, none after it.
+    last_id: u64,
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -133,6 +136,12 @@ impl TaskBoard {
         }
         t.updated_at = now;
         t.last_id = id;
+        self.last_id = self.last_id.max(id);
+    }
+
+    /// The newest id folded in, 0 before any.
+    pub fn last_id(&self) -> u64 {
+        self.last_id
     }
 
     /// All tasks, by topic.
@@ -170,6 +179,7 @@ mod tests {
             json!({"percent": 50, "message": "compiling"}),
         ));
         b.apply(&ev(3, 1600, "log", json!({"line": "x"})));
+        assert_eq!(b.last_id(), 2, "a log event is not folded in");
         let t = &b.list()[0];
         assert_eq!(
             (t.status, t.percent, t.message.as_deref(), t.last_id),

@@ -87,7 +87,7 @@ pub const PAGE: Page = Page {
     notes: &[
         (
             "Endpoints",
-            "GET /ws (WebSocket; topic=, where=, since=, last= in the query subscribe at once), POST /publish (one event or JSON lines), GET /events (polling, wait=30s long-polls), GET /tasks, GET /health, GET /status, GET /metrics (Prometheus).",
+            "GET / (the live dashboard, also at /dashboard; off with --no-dashboard), GET /ws (WebSocket; topic=, where=, since=, last= in the query subscribe at once), POST /publish (one event or JSON lines), GET /events (polling, wait=30s long-polls), GET /tasks, GET /health, GET /status, GET /metrics (Prometheus).",
         ),
         (
             "Durability",
@@ -204,6 +204,10 @@ pub struct ServeArgs {
     #[arg(long, default_value = "90s", value_name = "DUR", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Do not serve the browser dashboard at / and /dashboard (they answer 404).
+    #[arg(long)]
+    pub no_dashboard: bool,
+
     /// More log output (repeat for more); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -282,6 +286,7 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             max_event_bytes: self.max_event_bytes as usize,
             idle_timeout: self.idle_timeout,
+            dashboard: !self.no_dashboard,
         })
     }
 }

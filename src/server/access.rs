@@ -65,11 +65,13 @@ pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// The token check (all but `/health`) and the shutdown check.
+/// The token check (all but `/health` and the dashboard's files) and the shutdown
+/// check.
 async fn authorize(app: AppState, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let headers = req.headers();
-    if path == "/health" {
+    // The dashboard's files hold no data: the page asks for the token itself.
+    if path == "/health" || crate::dashboard::PATHS.contains(&path) {
         return next.run(req).await;
     }
     let ok = match &app.cfg.token {

@@ -271,13 +271,21 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Respo
     response
 }
 
+/// `{"tasks":[...],"last_id":N}`: every lifecycle event with id up to `last_id` is
+/// folded in and none after it, so a client that subscribes `since` it gets the
+/// deltas with no gap and no duplicate. It is at least the id before the oldest
+/// retained event, so that subscription never starts with a `gap`.
 pub async fn tasks(State(app): State<AppState>) -> Response {
     #[derive(serde::Serialize)]
     struct Tasks {
         tasks: Vec<crate::broker::tasks::TaskState>,
+        last_id: u64,
     }
+    let (tasks, folded) = app.broker.tasks_snapshot();
+    let first = app.broker.log().stats().first_id;
     axum::Json(Tasks {
-        tasks: app.broker.tasks(),
+        tasks,
+        last_id: folded.max(first.saturating_sub(1)),
     })
     .into_response()
 }

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_subscriptions: usize,
     pub max_event_bytes: usize,
     pub idle_timeout: Duration,
+    /// Whether `GET /` and `/dashboard` serve the dashboard (`--no-dashboard`: 404).
+    pub dashboard: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             max_subscriptions: 50,
             max_event_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(90),
+            dashboard: true,
         }
     }
 }
@@ -88,7 +91,13 @@ pub async fn run(
         tracker: TaskTracker::new(),
         refusing: AtomicUsize::new(0),
     });
-    let router = Router::new()
+    let mut router = Router::new();
+    if app.cfg.dashboard {
+        for path in crate::dashboard::PATHS {
+            router = router.route(path, get(crate::dashboard::serve));
+        }
+    }
+    let router = router
         .route("/ws", any(ws::upgrade))
         .route("/publish", post(http::publish))
         .route("/events", get(http::events))
