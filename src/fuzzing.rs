@@ -435,8 +435,8 @@ pub fn state_file(bytes: &[u8], dir: &Path) {
 
 /// Opens `bytes` as the segment file of ids from `first_id` on (in `dir`): no
 /// panic, records seen with strictly increasing ids from `first_id`, and what is
-/// kept is a prefix of what was there.
-pub fn segment(bytes: &[u8], first_id: u64, dir: &Path) {
+/// kept is a prefix of what was there. The ids kept.
+pub fn segment(bytes: &[u8], first_id: u64, dir: &Path) -> Vec<u64> {
     use crate::store::segment::{Segment, segment_file_name};
     let first_id = first_id.max(1);
     let path = dir.join(segment_file_name(first_id));
@@ -450,4 +450,38 @@ pub fn segment(bytes: &[u8], first_id: u64, dir: &Path) {
     assert_eq!(meta.bytes + scan.dropped_bytes, bytes.len() as u64);
     let kept = std::fs::read(&path).expect("reading the segment back");
     assert_eq!(kept, bytes[..meta.bytes as usize]);
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::segment::encode_record;
+
+    /// The segment check sees what `Segment::open` keeps: every record of an
+    /// intact file, those before a torn or damaged one, none after an id that
+    /// does not increase.
+    #[test]
+    fn segment_check_sees_what_open_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = Vec::new();
+        let mut ends = Vec::new();
+        for id in 10..16 {
+            encode_record(&mut file, id, id, 0, b"k", br#"{"a":1}"#);
+            ends.push(file.len());
+        }
+        assert_eq!(segment(&file, 10, dir.path()), (10..16).collect::<Vec<_>>());
+        assert_eq!(
+            segment(&file[..file.len() - 3], 10, dir.path()),
+            (10..15).collect::<Vec<_>>()
+        );
+        let mut flipped = file.clone();
+        flipped[ends[2] + 12] ^= 1;
+        assert_eq!(segment(&flipped, 10, dir.path()), [10, 11, 12]);
+        let mut repeated = file[..ends[1]].to_vec();
+        encode_record(&mut repeated, 11, 0, 0, b"", b"{}");
+        assert_eq!(segment(&repeated, 10, dir.path()), [10, 11]);
+        assert_eq!(segment(&file, 12, dir.path()), Vec::<u64>::new());
+        assert_eq!(segment(b"", 1, dir.path()), Vec::<u64>::new());
+    }
 }
