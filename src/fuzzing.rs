@@ -252,8 +252,13 @@ pub fn server_frame(text: &str, sub: &str) -> bool {
 /// A glob as SPEC §2 has it, matched the naive way: `*` any run, `?` one
 /// character, `[abc]` a class (with `!` or `^` first to negate, `a-c` ranges),
 /// `\` making the next character literal. `None` for a pattern that is not one
-/// (a class not closed, a pattern ending in `\`).
+/// (a class not closed or with a range backwards, a pattern ending in `\`), and
+/// for one with a brace, which the matcher's glob engine reads as `{a,b}`
+/// alternation (beyond SPEC; no topic holds a brace).
 pub fn naive_glob(pattern: &str, topic: &str) -> Option<bool> {
+    if pattern.contains(['{', '}']) {
+        return None;
+    }
     #[derive(Debug)]
     enum Tok {
         Lit(char),
@@ -285,6 +290,8 @@ pub fn naive_glob(pattern: &str, topic: &str) -> Option<bool> {
                                 ranges.extend([(c, c), ('-', '-')]);
                                 break;
                             }
+                            // A range backwards is no class (the matcher says so).
+                            hi if hi < c => return None,
                             hi => ranges.push((c, hi)),
                         }
                     } else {
