@@ -149,9 +149,9 @@ pub fn json_text(text: &str) -> bool {
         assert_eq!(crate::json::find_special(b, i), naive, "at {i} of {text:?}");
     }
     let (extent, whole) = serde_extent(text);
-    if extent.is_some() {
+    if let Some(end) = extent {
         // The copy the hub stores keeps the value and is compact.
-        let raw = &text[..extent.expect("some")];
+        let raw = &text[..end];
         let compact = compact_json(raw.trim_start());
         assert!(
             matches!(compact_json(&compact), Cow::Borrowed(_)),
