@@ -460,7 +460,7 @@ mod tests {
             );
             true
         });
-        assert_eq!(parsed, 256);
+        assert_eq!(parsed, crate::testgen::config().cases);
     }
 
     /// Found by `globs_agree_with_a_naive_glob`: `**/` went to the glob engine as

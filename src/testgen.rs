@@ -586,6 +586,28 @@ pub fn some_mutations() -> impl Strategy<Value = Option<Vec<Mutation>>> {
     prop::option::of(mutations())
 }
 
+/// Runs `check` on `cases` values of `strategy` ([`config`]'s count unless given),
+/// shrinking and panicking on the first that fails (panics included); the number
+/// of cases for which `check` said `true`, so a test can require that its quick
+/// path was taken often enough to mean something.
+pub fn count<S: Strategy>(strategy: S, check: impl Fn(S::Value) -> bool) -> u32
+where
+    S::Value: std::fmt::Debug,
+{
+    let hits = std::cell::Cell::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(config());
+    let result = runner.run(&strategy, |v| {
+        if check(v) {
+            hits.set(hits.get() + 1);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    hits.get()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,26 +630,4 @@ mod tests {
         let m = Mutation::Rename(0, "\"dat\"");
         assert_eq!(mutate(r#"{"data":1}"#, &m), r#"{"dat":1}"#);
     }
-}
-
-/// Runs `check` on `cases` values of `strategy` ([`config`]'s count unless given),
-/// shrinking and panicking on the first that fails (panics included); the number
-/// of cases for which `check` said `true`, so a test can require that its quick
-/// path was taken often enough to mean something.
-pub fn count<S: Strategy>(strategy: S, check: impl Fn(S::Value) -> bool) -> u32
-where
-    S::Value: std::fmt::Debug,
-{
-    let hits = std::cell::Cell::new(0);
-    let mut runner = proptest::test_runner::TestRunner::new(config());
-    let result = runner.run(&strategy, |v| {
-        if check(v) {
-            hits.set(hits.get() + 1);
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    hits.get()
 }

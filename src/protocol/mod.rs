@@ -301,9 +301,13 @@ pub fn split_events_frame(text: &str, prefix: &str) -> Option<Vec<std::ops::Rang
     let mut out = Vec::new();
     // memchr's vector search: std's `split` looks for a newline a word at a time.
     let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', body.as_bytes()).chain([body.len()]);
-    for line in ends.map(|end| &body[std::mem::replace(&mut start, end + 1)..end]) {
-        let json = line.strip_suffix(',').unwrap_or(line);
+    for end in memchr::memchr_iter(b'\n', body.as_bytes()).chain([body.len()]) {
+        let line = &body[std::mem::replace(&mut start, end + 1)..end];
+        // A comma after every event but the last, as in JSON.
+        let json = match end == body.len() {
+            true => line,
+            false => line.strip_suffix(',')?,
+        };
         if !(json.starts_with('{') && json.ends_with('}')) {
             return None;
         }
@@ -886,5 +890,29 @@ mod tests {
         ] {
             crate::fuzzing::server_frame(text, "s1");
         }
+    }
+
+    /// Found by the `server_frame` fuzz target: an `events` frame with a comma
+    /// after its last event (or none between two) was split into events, though it
+    /// is not JSON.
+    #[test]
+    fn events_frames_split_only_with_commas_as_json_has_them() {
+        let prefix = events_frame_prefix("\"s1\"");
+        for bad in [
+            "{\"md\":1,\"ts\":\"202e\",\"data\":{\"\":\"x,\\ny\"}},",
+            "{\"id\":1}\n{\"id\":2}",
+            "{\"id\":1},\n{\"id\":2},",
+            "{\"id\":1},,\n{\"id\":2}",
+        ] {
+            let text = format!("{prefix}{bad}\n]}}");
+            assert_eq!(split_events_frame(&text, &prefix), None, "{text}");
+            assert!(
+                serde_json::from_str::<ServerFrame>(&text).is_err(),
+                "{text}"
+            );
+            crate::fuzzing::server_frame(&text, "s1");
+        }
+        let text = format!("{prefix}{{\"id\":1}},\n{{\"id\":2}}\n]}}");
+        assert_eq!(split_events_frame(&text, &prefix).map(|r| r.len()), Some(2));
     }
 }
