@@ -463,6 +463,10 @@ def render(data, files):
     return "\n".join(L)
 
 
+# Written by hand from scripts outside harness.py, appended as they are.
+EXTRA_SECTIONS = ["dashboard.md"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--latest")
@@ -474,6 +478,12 @@ def main():
     if not latest:
         raise SystemExit("report: no results file; run bench/run.sh first")
     text = render(load(latest), files)
+    # Sections measured by hand (the browser bench): kept in their own files.
+    for extra in EXTRA_SECTIONS:
+        path = os.path.join(BENCH, extra)
+        if os.path.exists(path):
+            with open(path) as f:
+                text = text.rstrip("\n") + "\n\n" + f.read()
     with open(a.out, "w") as f:
         f.write(text)
 
