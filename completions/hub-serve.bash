@@ -23,7 +23,7 @@ _hub__serve() {
 
     case "${cmd}" in
         hub__serve)
-            opts="-v -q -h -V --listen --data-dir --memory --fsync --retain-events --retain-bytes --retain-age --token --token-file --allow-origin --allow-host --max-connections --max-subscriptions --max-event-bytes --idle-timeout --no-dashboard --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --data-dir --memory --check --fsync --retain-events --retain-bytes --retain-age --token --token-file --allow-origin --allow-host --max-connections --max-subscriptions --max-event-bytes --idle-timeout --no-dashboard --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

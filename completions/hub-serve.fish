@@ -10,11 +10,12 @@ complete -c hub-serve -l token -d 'Require this token (Authorization: Bearer T o
 complete -c hub-serve -l token-file -d 'Read the token from this file (first line); takes precedence over --token and HUB_TOKEN, as in the client commands' -r -F
 complete -c hub-serve -l allow-origin -d 'Let browser pages from this origin connect (e.g. https://dash.example:8443); repeatable; `*` allows any' -r
 complete -c hub-serve -l allow-host -d 'Accept this host name in the Host header besides localhost and IP addresses; repeatable' -r
-complete -c hub-serve -l max-connections -d 'Most WebSocket connections at once; more are closed with 4429' -r
+complete -c hub-serve -l max-connections -d 'Most connections at once, HTTP and WebSocket alike, each counted from accept until it closes. Over it, an HTTP request gets 429 and a WebSocket is closed with 4429 (clients back off and retry), then the connection is closed' -r
 complete -c hub-serve -l max-subscriptions -d 'Most subscriptions per connection; more get an error frame' -r
 complete -c hub-serve -l max-event-bytes -d 'Largest encoded event (e.g. 64KiB, 1MiB)' -r
 complete -c hub-serve -l idle-timeout -d 'Close a WebSocket that sent nothing (pongs count) for this long, with 1001' -r
 complete -c hub-serve -l memory -d 'Keep events in memory only; nothing is written to disk'
+complete -c hub-serve -l check -d 'Read the log in the data dir offline and report it, changing nothing: each segment, every damaged record (file, offset, ids), the totals. Exits 0 when the log is intact, 1 when it is damaged, 2 when the dir is missing or held by a running hub-serve'
 complete -c hub-serve -l no-dashboard -d 'Do not serve the browser dashboard at / and /dashboard (they answer 404)'
 complete -c hub-serve -s v -l verbose -d 'More log output (repeat for more); RUST_LOG overrides'
 complete -c hub-serve -s q -l quiet -d 'Only errors on stderr (the listening line is still printed)'

@@ -362,7 +362,9 @@ pub fn scan_file(
                     offset += n as u64;
                     continue;
                 }
-                Decoded::NeedMore { .. } if eof && avail.is_empty() => break true,
+                Decoded::NeedMore { .. } if avail.is_empty() && (eof || offset >= file_len) => {
+                    break true;
+                }
                 // A length past the end of the file is read no further (and never
                 // allocated): the whole-file scan tells torn from damaged.
                 Decoded::NeedMore { need, .. } if eof || offset + need as u64 > file_len => {
@@ -738,10 +740,23 @@ impl Segment {
                         break;
                     }
                     if rec.id > after {
-                        let json = std::str::from_utf8(rec.json)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        let ev = StoredEvent::decode(json)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                        // A record whose checksums hold but whose JSON is not an
+                        // event (written by something else) is left out: readers
+                        // get its id as a hole, which they are told of as a gap.
+                        let decoded = std::str::from_utf8(rec.json)
+                            .map_err(|e| e.to_string())
+                            .and_then(|json| StoredEvent::decode(json).map_err(|e| e.to_string()));
+                        let ev = match decoded {
+                            Ok(ev) => ev,
+                            Err(e) => {
+                                tracing::error!(
+                                    "record {} of segment {} is not an event ({e}); it is skipped",
+                                    rec.id,
+                                    self.first_id
+                                );
+                                continue;
+                            }
+                        };
                         f(ev);
                         last = Some(rec.id);
                         taken += 1;
