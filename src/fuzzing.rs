@@ -197,6 +197,61 @@ pub fn body_line(line: &str) -> bool {
     true
 }
 
+/// A whole `POST /publish` body read the hub's way ([`crate::server::parse_body`])
+/// against its general twin: one object read by serde's [`NewEvent`], or else each
+/// non-empty line read so. Accepted exactly when every line is valid (or the whole
+/// body is one valid object), with the events in order and stored as serde
+/// encodes them; refused naming the first invalid line.
+pub fn publish_body(body: &[u8]) {
+    let got = crate::server::parse_body(body, usize::MAX >> 1);
+    let Ok(text) = std::str::from_utf8(body) else {
+        assert!(got.is_err(), "a body that is not UTF-8 was taken");
+        return;
+    };
+    let valid = |s: &str| {
+        serde_json::from_str::<NewEvent>(s).is_ok_and(|e| e.validate().is_ok())
+            && serde_json::from_str::<RawEvent<'_>>(s).is_ok_and(|e| e.validate().is_ok())
+    };
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let want: Result<Vec<&str>, usize> = if lines.is_empty() {
+        Err(0)
+    } else if serde_json::from_str::<RawEvent<'_>>(text).is_ok() {
+        if valid(text) { Ok(vec![text]) } else { Err(0) }
+    } else {
+        match lines.iter().find(|(_, l)| !valid(l)) {
+            Some(&(i, _)) => Err(i + 1),
+            None => Ok(lines.iter().map(|&(_, l)| l).collect()),
+        }
+    };
+    match (got, want) {
+        (Ok(events), Ok(texts)) => {
+            assert_eq!(events.len(), texts.len(), "{text}");
+            let ts = TsField::new(&crate::event::format_ts(TS));
+            for (i, (p, t)) in events.into_iter().zip(texts).enumerate() {
+                let s = StoredEvent::stamp(p, 9 + i as u64, TS, &ts);
+                if let Ok(value) = serde_json::from_str::<Value>(t) {
+                    same_as_serde(&s, value, t);
+                }
+            }
+        }
+        (Err(msg), Err(line)) if line > 0 => {
+            assert!(
+                msg.starts_with(&format!("line {line}: ")),
+                "{msg} (want line {line}): {text}"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        (got, want) => panic!(
+            "the hub read {:?}, serde {want:?}: {text}",
+            got.map(|e| e.len())
+        ),
+    }
+}
+
 /// The frames a client reads quickly: an `ack` ([`crate::protocol::parse_ack`]),
 /// a batch `ack` ([`crate::protocol::parse_batch_ack`]) and an `events` frame
 /// ([`crate::protocol::split_events_frame`], with the prefix of subscription

@@ -72,7 +72,7 @@ fn bad_request(msg: impl Into<String>) -> Response {
 }
 
 /// Parses a body: one event object, or JSON lines of them.
-fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<Prepared>, String> {
+pub(crate) fn parse_body(body: &[u8], max_event_bytes: usize) -> Result<Vec<Prepared>, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("empty body: send one event object {\"topic\":..., \"type\":..., \"data\":...} or JSON lines of them".into());
@@ -396,6 +396,25 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 
 #[cfg(test)]
 mod tests {
+
+    /// Whole bodies of generated events (one to five lines, some changed a little,
+    /// blank lines between): taken or refused exactly as serde reads their lines
+    /// (the checks of [`crate::fuzzing::publish_body`]).
+    #[test]
+    fn generated_bodies_are_read_as_serde_reads_their_lines() {
+        use crate::testgen::*;
+        use proptest::prelude::*;
+        let line = (event(), style(), some_mutations())
+            .prop_map(|(e, mut st, ms)| maybe_mutated(render_event(&e, &mut st), &ms));
+        let bodies = (proptest::collection::vec(line, 1..5), any::<bool>())
+            .prop_map(|(ls, blank)| ls.join(if blank { "\n\n" } else { "\n" }));
+        let valid = count(bodies, |b| {
+            crate::fuzzing::publish_body(b.as_bytes());
+            parse_body(b.as_bytes(), 1 << 20).is_ok()
+        });
+        assert!(valid > 20, "{valid} of the bodies were taken");
+    }
+
     use super::*;
 
     #[test]

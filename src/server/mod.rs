@@ -8,6 +8,8 @@
 mod access;
 mod conn;
 mod http;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use http::parse_body;
 mod read_ahead;
 mod ws;
 
