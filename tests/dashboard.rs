@@ -941,7 +941,6 @@ fn proxy(hub: std::net::SocketAddr, refuse: Arc<AtomicBool>) -> std::net::Socket
 }
 
 #[test]
-#[ignore = "flaky since the merge of session 8 (the polled event sometimes never shows); see the closing note"]
 fn falls_back_to_polling_when_websockets_are_refused() {
     let Some(path) = browser_or_skip() else {
         return;

@@ -347,7 +347,8 @@
     startPolling() {
       if (this.polling) return;
       this.polling = true;
-      this.setState("polling", "Live updates unavailable -- polling");
+      // The "polling" label waits for the first cursor (poll() sets it): an event
+      // published once the page says "polling" is after that cursor, so it shows.
       this.poll();
     },
     stopPolling() {
@@ -371,6 +372,7 @@
               s.cursor = s.spec.last !== null ? Math.max(0, st.last_id - s.spec.last) : st.last_id;
             }
           }
+          if (this.state !== "polling" && this.state !== "polling-down") this.setState("polling", "Live updates unavailable -- polling");
           const q = new URLSearchParams();
           for (const t of s.spec.topics) q.append("topic", t);
           for (const w of s.spec.where) q.append("where", w);
