@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Hub, http};
+use common::{CHROMIUM_FLAGS, Hub, browser_or_skip};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -41,16 +41,6 @@ fetch("http://" + hub + "/events?since=0")
 setTimeout(() => report(true), 15000);
 report();
 </script></body></html>"#;
-
-fn chromium() -> Option<&'static str> {
-    [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-}
 
 /// Serves PAGE on a free port of its own; returns its origin (`http://127.0.0.1:P`)
 /// and what the page reports to it (`POST /result`, one JSON object per load). The
@@ -93,16 +83,7 @@ fn serve_page() -> (String, Receiver<Value>) {
 fn run_page(browser: &str, url: &str, results: &Receiver<Value>) -> Value {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(CHROMIUM_FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stdout(Stdio::null())
@@ -120,23 +101,9 @@ fn run_page(browser: &str, url: &str, results: &Receiver<Value>) -> Value {
     })
 }
 
-fn events(hub: &Hub) -> u64 {
-    let mut r = http()
-        .get(&format!("{}/status", hub.http_url()))
-        .call()
-        .unwrap();
-    let st: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    st["events"].as_u64().unwrap()
-}
-
 #[test]
 fn a_page_from_another_origin_cannot_drive_the_hub() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: chromium is not installed");
+    let Some(browser) = browser_or_skip() else {
         return;
     };
     let (origin, results) = serve_page();
@@ -145,7 +112,11 @@ fn a_page_from_another_origin_cannot_drive_the_hub() {
     let got = run_page(browser, &format!("{origin}/?hub={}", hub.addr), &results);
     assert_eq!(got["ws"], "error", "{got}");
     assert_eq!(got["events"], "failed", "{got}");
-    assert_eq!(events(&hub), 0, "nothing published from the page: {got}");
+    assert_eq!(
+        hub.status()["events"].as_u64().unwrap(),
+        0,
+        "nothing published from the page: {got}"
+    );
 
     // Allowed: the same page, its origin given with --allow-origin, gets in.
     let hub = Hub::start(&["--memory", "--allow-origin", &origin]);
@@ -156,6 +127,6 @@ fn a_page_from_another_origin_cannot_drive_the_hub() {
         "{got}"
     );
     common::wait_until("the page's publishes", Duration::from_secs(10), || {
-        events(&hub) >= 1
+        hub.status()["events"].as_u64().unwrap() >= 1
     });
 }

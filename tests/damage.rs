@@ -86,14 +86,6 @@ fn poll_all(hub: &Hub, since: u64) -> (Vec<u64>, Vec<String>) {
     }
 }
 
-fn status(hub: &Hub) -> Value {
-    let mut r = http()
-        .get(&format!("{}/status", hub.http_url()))
-        .call()
-        .unwrap();
-    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
-}
-
 fn check(dir: &Path) -> (i32, String, String) {
     let out = bin("hub-serve")
         .args(["--check", "--data-dir"])
@@ -169,7 +161,7 @@ async fn a_byte_flipped_in_an_older_segment_loses_one_event_and_every_reader_is_
     let want: Vec<u64> = (1..=3500).filter(|&i| i != lost).collect();
     assert_eq!(ids, want);
     assert_eq!(gaps, vec![format!("{lost}-{lost} corrupt")]);
-    let st = status(&hub);
+    let st = hub.status();
     assert_eq!(
         (st["first_id"].as_u64(), st["damaged_events"].as_u64()),
         (Some(1), Some(1)),
@@ -268,7 +260,7 @@ fn a_torn_final_record_is_dropped_quietly() {
     );
     assert_eq!(poll_all(&hub, 0).0, (1..=10).collect::<Vec<_>>());
     assert_eq!(post_one(&hub), 11);
-    assert_eq!(status(&hub)["damaged_events"], 0);
+    assert_eq!(hub.status()["damaged_events"], 0);
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Hub, bin, http};
+use common::{CHROMIUM_FLAGS, Hub, bin, browser_or_skip, http, ids_of, json_lines, post_publish};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -28,31 +28,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// One Chromium at a time.
 static TURN: Mutex<()> = Mutex::new(());
-
-fn chromium() -> Option<&'static str> {
-    [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-}
-
-/// The browser to use, or `None` (after saying so) to skip outside CI.
-fn browser_or_skip() -> Option<&'static str> {
-    match chromium() {
-        Some(b) => Some(b),
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have chromium (.ci/run installs it)"
-            );
-            eprintln!("SKIPPED: chromium is not installed");
-            None
-        }
-    }
-}
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -79,18 +54,8 @@ impl Browser {
     fn launch(path: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(path)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--remote-debugging-port=0",
-                "--window-size=1280,800",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .args(["--remote-debugging-port=0", "--window-size=1280,800"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
@@ -386,29 +351,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// Publishes events (JSON values) with one POST /publish; returns their ids.
-fn publish(hub: &Hub, events: &[Value]) -> Vec<u64> {
-    publish_to(&hub.http_url(), None, events)
-}
-
-fn publish_to(base: &str, token: Option<&str>, events: &[Value]) -> Vec<u64> {
-    let body: Vec<String> = events.iter().map(Value::to_string).collect();
-    let mut req = http().post(&format!("{base}/publish"));
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut r = req.send(body.join("\n")).unwrap();
-    let text = r.body_mut().read_to_string().unwrap();
-    assert_eq!(r.status(), 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_u64().unwrap())
-        .collect()
-}
-
 fn ev(topic: &str, kind: &str, data: Value) -> Value {
     json!({"topic": topic, "type": kind, "data": data, "source": "test"})
 }
@@ -435,22 +377,19 @@ fn tasks_and_task_views_show_live_progress() {
     };
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let hub = Hub::start(&[]);
-    publish(
-        &hub,
-        &[
-            ev("task:old", "task_started", json!({})),
-            ev(
-                "task:old",
-                "task_completed",
-                json!({"duration_seconds": 2.5}),
-            ),
-            ev(
-                "task:build-1",
-                "task_started",
-                json!({"command": "make all"}),
-            ),
-        ],
-    );
+    hub.publish_events(&[
+        ev("task:old", "task_started", json!({})),
+        ev(
+            "task:old",
+            "task_completed",
+            json!({"duration_seconds": 2.5}),
+        ),
+        ev(
+            "task:build-1",
+            "task_started",
+            json!({"command": "make all"}),
+        ),
+    ]);
     let browser = Browser::launch(path);
     let page = browser.page();
     page.goto(&format!("{}/", hub.http_url()));
@@ -492,14 +431,11 @@ fn tasks_and_task_views_show_live_progress() {
         ))
     };
     for (pct, msg) in [(25, "fetching"), (50, "compiling")] {
-        publish(
-            &hub,
-            &[ev(
-                "task:build-1",
-                "progress",
-                json!({"percent": pct, "message": msg}),
-            )],
-        );
+        hub.publish_events(&[ev(
+            "task:build-1",
+            "progress",
+            json!({"percent": pct, "message": msg}),
+        )]);
         page.wait(
             &format!("{pct}%"),
             &format!(
@@ -509,14 +445,11 @@ fn tasks_and_task_views_show_live_progress() {
         assert_eq!(progress("task:build-1"), json!(pct));
         assert_eq!(row("task:build-1", ".msg"), msg);
     }
-    publish(
-        &hub,
-        &[ev(
-            "task:deploy",
-            "task_failed",
-            json!({"error": "disk full", "exit_code": 2}),
-        )],
-    );
+    hub.publish_events(&[ev(
+        "task:deploy",
+        "task_failed",
+        json!({"error": "disk full", "exit_code": 2}),
+    )]);
     page.wait(
         "the failed task",
         "document.querySelector('li[data-topic=\"task:deploy\"] .status')?.textContent === 'failed'",
@@ -591,18 +524,15 @@ fn tasks_and_task_views_show_live_progress() {
         tl.find("progress 50% compiling").unwrap(),
     );
     assert!(a < b && b < c, "{tl}");
-    publish(
-        &hub,
-        &[
-            ev("task:build-1", "log", json!({"line": "cc -c main.c"})),
-            ev("task:build-1", "log", json!({"line": "ld -o app"})),
-            ev(
-                "task:build-1",
-                "task_completed",
-                json!({"exit_code": 0, "duration_seconds": 4.0}),
-            ),
-        ],
-    );
+    hub.publish_events(&[
+        ev("task:build-1", "log", json!({"line": "cc -c main.c"})),
+        ev("task:build-1", "log", json!({"line": "ld -o app"})),
+        ev(
+            "task:build-1",
+            "task_completed",
+            json!({"exit_code": 0, "duration_seconds": 4.0}),
+        ),
+    ]);
     page.wait_text("completed (exit code 0) in 4.0 s");
     page.wait_text("ld -o app");
     let log = page.text("document.querySelector('.task-split section:last-child').innerText");
@@ -676,26 +606,23 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
         page.text("document.querySelector('input[name=where]').value"),
         "data.level=error"
     );
-    publish(
-        &hub,
-        &[
-            ev(
-                "app:web",
-                "message",
-                json!({"level": "info", "message": "not shown"}),
-            ),
-            ev(
-                "other",
-                "message",
-                json!({"level": "error", "message": "not shown either"}),
-            ),
-            ev(
-                "app:web",
-                "message",
-                json!({"level": "error", "message": "disk failing"}),
-            ),
-        ],
-    );
+    hub.publish_events(&[
+        ev(
+            "app:web",
+            "message",
+            json!({"level": "info", "message": "not shown"}),
+        ),
+        ev(
+            "other",
+            "message",
+            json!({"level": "error", "message": "not shown either"}),
+        ),
+        ev(
+            "app:web",
+            "message",
+            json!({"level": "error", "message": "disk failing"}),
+        ),
+    ]);
     page.wait_text("disk failing");
     assert!(!page.body().contains("not shown"));
     let row = page.text("document.querySelector('.row .sum').innerText");
@@ -724,21 +651,18 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
     page.eval("document.activeElement.blur()");
     page.key(" ");
     page.wait_text("paused, 0 new");
-    publish(
-        &hub,
-        &[
-            ev(
-                "app:web",
-                "message",
-                json!({"level": "error", "message": "while paused 1"}),
-            ),
-            ev(
-                "app:web",
-                "message",
-                json!({"level": "error", "message": "while paused 2"}),
-            ),
-        ],
-    );
+    hub.publish_events(&[
+        ev(
+            "app:web",
+            "message",
+            json!({"level": "error", "message": "while paused 1"}),
+        ),
+        ev(
+            "app:web",
+            "message",
+            json!({"level": "error", "message": "while paused 2"}),
+        ),
+    ]);
     page.wait_text("paused, 2 new");
     assert!(!page.body().contains("while paused 1"));
     page.key(" ");
@@ -751,8 +675,7 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
         "live",
         "document.getElementById('conn').dataset.state === 'live'",
     );
-    let mut ids = publish(
-        &hub,
+    let mut ids = hub.publish_events(
         &(0..30)
             .map(|n| ev("seq", "message", json!({"n": n})))
             .collect::<Vec<_>>(),
@@ -769,23 +692,25 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
     assert!(page.eval("!document.getElementById('retry').hidden") == json!(true));
     page.screenshot("reconnecting");
     hub.restart();
-    ids.extend(publish(
-        &hub,
-        &(30..60)
-            .map(|n| ev("seq", "message", json!({"n": n})))
-            .collect::<Vec<_>>(),
-    ));
+    ids.extend(
+        hub.publish_events(
+            &(30..60)
+                .map(|n| ev("seq", "message", json!({"n": n})))
+                .collect::<Vec<_>>(),
+        ),
+    );
     page.wait_for(
         "60 rows after the restart",
         "document.querySelectorAll('main .row').length >= 60",
         Duration::from_secs(30),
     );
-    ids.extend(publish(
-        &hub,
-        &(60..65)
-            .map(|n| ev("seq", "message", json!({"n": n})))
-            .collect::<Vec<_>>(),
-    ));
+    ids.extend(
+        hub.publish_events(
+            &(60..65)
+                .map(|n| ev("seq", "message", json!({"n": n})))
+                .collect::<Vec<_>>(),
+        ),
+    );
     page.wait(
         "65 rows",
         "document.querySelectorAll('main .row').length >= 65",
@@ -799,14 +724,11 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
 
     // logs: the last N lines, then live ones, a rotation marker, search.
     for i in 0..5 {
-        publish(
-            &hub,
-            &[ev(
-                "log:app",
-                "log",
-                json!({"line": format!("line {i}"), "file": "/var/log/app.log"}),
-            )],
-        );
+        hub.publish_events(&[ev(
+            "log:app",
+            "log",
+            json!({"line": format!("line {i}"), "file": "/var/log/app.log"}),
+        )]);
     }
     page.goto(&format!(
         "{}/?view=logs&topic=log:app&last=3",
@@ -815,14 +737,11 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
     page.wait_text("line 4");
     let lines = || page.text("document.querySelector('main .rows').innerText");
     assert_eq!(lines(), "line 2\nline 3\nline 4");
-    publish(
-        &hub,
-        &[
-            ev("log:app", "rotated", json!({"file": "/var/log/app.log"})),
-            ev("log:app", "log", json!({"line": "after rotation ERROR x"})),
-            ev("log:app", "log", json!({"line": "an error again"})),
-        ],
-    );
+    hub.publish_events(&[
+        ev("log:app", "rotated", json!({"file": "/var/log/app.log"})),
+        ev("log:app", "log", json!({"line": "after rotation ERROR x"})),
+        ev("log:app", "log", json!({"line": "an error again"})),
+    ]);
     page.wait_text("an error again");
     assert_eq!(
         lines(),
@@ -849,12 +768,13 @@ fn events_and_logs_views_follow_the_url_and_survive_a_kill9() {
     // In separate appends, so that whole segments fill and are trimmed.
     let mut ids = Vec::new();
     for k in 0..25 {
-        ids.extend(publish(
-            &small,
-            &(0..4)
-                .map(|n| ev("g", "message", json!({"n": k * 4 + n})))
-                .collect::<Vec<_>>(),
-        ));
+        ids.extend(
+            small.publish_events(
+                &(0..4)
+                    .map(|n| ev("g", "message", json!({"n": k * 4 + n})))
+                    .collect::<Vec<_>>(),
+            ),
+        );
     }
     page.goto(&format!(
         "{}/?view=events&topic=g&since=0",
@@ -957,17 +877,15 @@ fn falls_back_to_polling_when_websockets_are_refused() {
         "document.getElementById('conn').textContent === 'Live updates unavailable -- polling'",
         Duration::from_secs(30),
     );
-    let mut ids = publish(
-        &hub,
-        &[ev("poll", "message", json!({"message": "polled one"}))],
-    );
+    let mut ids = hub.publish_events(&[ev("poll", "message", json!({"message": "polled one"}))]);
     page.wait_text("polled one");
-    ids.extend(publish(
-        &hub,
-        &(0..20)
-            .map(|n| ev("poll", "message", json!({"message": format!("p{n}")})))
-            .collect::<Vec<_>>(),
-    ));
+    ids.extend(
+        hub.publish_events(
+            &(0..20)
+                .map(|n| ev("poll", "message", json!({"message": format!("p{n}")})))
+                .collect::<Vec<_>>(),
+        ),
+    );
     page.wait_text("p19");
     assert_eq!(shown_ids(&page), ids);
     page.screenshot("polling");
@@ -978,10 +896,7 @@ fn falls_back_to_polling_when_websockets_are_refused() {
         "live again",
         "document.getElementById('conn').dataset.state === 'live'",
     );
-    ids.extend(publish(
-        &hub,
-        &[ev("poll", "message", json!({"message": "over the socket"}))],
-    ));
+    ids.extend(hub.publish_events(&[ev("poll", "message", json!({"message": "over the socket"}))]));
     page.wait_text("over the socket");
     assert_eq!(shown_ids(&page), ids);
     assert_eq!(browser.errors(), Vec::<String>::new());
@@ -1058,13 +973,13 @@ fn token_hostile_data_and_flood_bounds() {
     // Hostile data is shown literally and runs nothing.
     let img = "<img src=x onerror=\"window.__pwned=1\">";
     let script = "<script>window.__pwned=2</script>";
-    publish_to(
+    post_publish(
         &hub.http_url(),
         Some("s3cret"),
-        &[
+        &json_lines(&[
             json!({"topic": "x:hostile", "type": "message", "source": img,
                  "data": {"message": script}}),
-        ],
+        ]),
     );
     page2.wait_text(script);
     assert!(page2.body().contains(img));
@@ -1100,9 +1015,13 @@ fn token_hostile_data_and_flood_bounds() {
                 )
             })
             .collect();
-        last = *publish_to(&hub.http_url(), Some("s3cret"), &evs)
-            .last()
-            .unwrap();
+        last = *ids_of(&post_publish(
+            &hub.http_url(),
+            Some("s3cret"),
+            &json_lines(&evs),
+        ))
+        .last()
+        .unwrap();
     }
     page2.wait_for(
         "the last flood event",

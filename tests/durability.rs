@@ -36,23 +36,6 @@ fn all_events(hub: &Hub) -> Vec<Value> {
     }
 }
 
-fn publish(hub: &Hub, body: &str) -> Value {
-    let mut r = http()
-        .post(&format!("{}/publish", hub.http_url()))
-        .send(body)
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
-}
-
-fn status(hub: &Hub) -> Value {
-    let mut r = http()
-        .get(&format!("{}/status", hub.http_url()))
-        .call()
-        .unwrap();
-    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_event() {
     let mut hub = Hub::start(&[]);
@@ -124,7 +107,7 @@ async fn kill_9_loses_no_acknowledged_event() {
         let body: String = (0..sent)
             .map(|n| format!("{{\"topic\":\"crash\",\"key\":\"k{n}\",\"data\":{{\"n\":{n}}}}}\n"))
             .collect();
-        let ids = publish(&hub, &body);
+        let ids = hub.publish_body(&body);
         let ids: Vec<u64> = ids["ids"]
             .as_array()
             .unwrap()
@@ -152,7 +135,7 @@ async fn kill_9_loses_no_acknowledged_event() {
 #[test]
 fn torn_tail_is_dropped_and_ids_continue() {
     let mut hub = Hub::start(&[]);
-    publish(&hub, &"{\"topic\":\"a\",\"data\":\"x\"}\n".repeat(10));
+    hub.publish_body(&"{\"topic\":\"a\",\"data\":\"x\"}\n".repeat(10));
     hub.kill9();
     // A record cut short by a crash mid-write.
     let seg = std::fs::read_dir(&hub.dir)
@@ -174,23 +157,23 @@ fn torn_tail_is_dropped_and_ids_continue() {
         || hub.stderr_text().contains("torn"),
     );
     assert_eq!(all_events(&hub).len(), 10);
-    assert_eq!(publish(&hub, "{\"topic\":\"a\"}"), json!({"ids":[11]}));
+    assert_eq!(hub.publish_body("{\"topic\":\"a\"}"), json!({"ids":[11]}));
     hub.restart();
-    assert_eq!(publish(&hub, "{\"topic\":\"a\"}"), json!({"ids":[12]}));
+    assert_eq!(hub.publish_body("{\"topic\":\"a\"}"), json!({"ids":[12]}));
     assert_eq!(all_events(&hub).len(), 12);
 }
 
 #[test]
 fn sigterm_flushes_and_restart_keeps_everything() {
     let mut hub = Hub::start(&["--fsync", "never"]);
-    publish(&hub, &"{\"topic\":\"a\",\"key\":\"same\"}\n".repeat(3));
-    publish(&hub, "{\"topic\":\"b\"}");
+    hub.publish_body(&"{\"topic\":\"a\",\"key\":\"same\"}\n".repeat(3));
+    hub.publish_body("{\"topic\":\"b\"}");
     assert!(hub.terminate().success());
     hub.restart();
     assert_eq!(all_events(&hub).len(), 2);
     // The key is remembered across the restart.
     assert_eq!(
-        publish(&hub, "{\"topic\":\"a\",\"key\":\"same\"}"),
+        hub.publish_body("{\"topic\":\"a\",\"key\":\"same\"}"),
         json!({"ids":[1]})
     );
 }
@@ -198,7 +181,7 @@ fn sigterm_flushes_and_restart_keeps_everything() {
 #[test]
 fn fsync_always_acknowledges_after_the_write() {
     let mut hub = Hub::start(&["--fsync", "always"]);
-    let ids = publish(&hub, &"{\"topic\":\"a\"}\n".repeat(50));
+    let ids = hub.publish_body(&"{\"topic\":\"a\"}\n".repeat(50));
     assert_eq!(ids["ids"].as_array().unwrap().len(), 50);
     hub.kill9();
     hub.restart();
@@ -209,9 +192,9 @@ fn fsync_always_acknowledges_after_the_write() {
 async fn retention_trims_and_a_late_subscriber_gets_a_gap() {
     let hub = Hub::start(&["--retain-events", "100"]);
     for _ in 0..10 {
-        publish(&hub, &"{\"topic\":\"a\"}\n".repeat(50));
+        hub.publish_body(&"{\"topic\":\"a\"}\n".repeat(50));
     }
-    let st = status(&hub);
+    let st = hub.status();
     let first = st["first_id"].as_u64().unwrap();
     assert!(first > 1, "{st}");
     assert!(
@@ -227,14 +210,14 @@ async fn retention_trims_and_a_late_subscriber_gets_a_gap() {
     );
     assert_eq!(c.frame().await["event"]["id"], first);
     // Ids keep increasing after trimming.
-    assert_eq!(publish(&hub, "{\"topic\":\"a\"}"), json!({"ids":[501]}));
+    assert_eq!(hub.publish_body("{\"topic\":\"a\"}"), json!({"ids":[501]}));
 }
 
 #[test]
 fn memory_mode_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::spawn(&dir.path().join("unused"), "127.0.0.1:0", &["--memory"]);
-    assert_eq!(publish(&hub, "{\"topic\":\"a\"}"), json!({"ids":[1]}));
+    assert_eq!(hub.publish_body("{\"topic\":\"a\"}"), json!({"ids":[1]}));
     assert_eq!(all_events(&hub).len(), 1);
     assert!(!dir.path().join("unused").exists());
     assert!(hub.stderr_text().contains("memory"));

@@ -131,20 +131,8 @@ impl Drop for Running {
     }
 }
 
-/// `GET /status` of a hub, as JSON.
-fn status(hub: &Hub) -> serde_json::Value {
-    let text = common::http()
-        .get(format!("{}/status", hub.http_url()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 fn counter(hub: &Hub, name: &str) -> u64 {
-    status(hub)[name].as_u64().unwrap()
+    hub.status()[name].as_u64().unwrap()
 }
 
 /// Publishes `{"n": k}` for each k in `ns` on `topic` with hub-emit, directly.
@@ -417,7 +405,7 @@ fn a_publisher_cut_with_events_in_flight_stores_every_event_once() {
     assert!(
         counter(&hub, "dedup_total") >= 200,
         "the resent window was deduplicated by key: {}",
-        status(&hub)
+        hub.status()
     );
     let out = common::bin("hub-sub")
         .args(["--url", &hub.ws_url(), "cut:a", "--all", "--drain"])

@@ -13,24 +13,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Publishes events over HTTP (setup), returns their ids.
-fn publish(hub: &Hub, events: &[Value]) -> Vec<u64> {
-    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let mut resp = common::http()
-        .post(format!("{}/publish", hub.http_url()))
-        .send(body)
-        .unwrap();
-    let text = resp.body_mut().read_to_string().unwrap();
-    assert_eq!(resp.status(), 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_u64().unwrap())
-        .collect()
-}
-
 fn ev(topic: &str, kind: &str, data: Value) -> Value {
     json!({"topic": topic, "type": kind, "data": data})
 }
@@ -143,21 +125,18 @@ fn ids(lines: &[String]) -> Vec<u64> {
 #[test]
 fn filters_formats_and_count() {
     let hub = Hub::start(&[]);
-    publish(
-        &hub,
-        &[
-            ev(
-                "task:a",
-                "progress",
-                json!({"percent": 50, "message": "half"}),
-            ),
-            ev("log:x", "log", json!({"line": "hello"})),
-            ev("task:b", "progress", json!({"percent": 50.0})),
-            ev("task:c", "progress", json!({"percent": 10})),
-            ev("task:d", "task_started", json!({"percent": 50})),
-            ev("task:e", "progress", json!({"percent": 50})),
-        ],
-    );
+    hub.publish_events(&[
+        ev(
+            "task:a",
+            "progress",
+            json!({"percent": 50, "message": "half"}),
+        ),
+        ev("log:x", "log", json!({"line": "hello"})),
+        ev("task:b", "progress", json!({"percent": 50.0})),
+        ev("task:c", "progress", json!({"percent": 10})),
+        ev("task:d", "task_started", json!({"percent": 50})),
+        ev("task:e", "progress", json!({"percent": 50})),
+    ]);
     let (st, lines, err) = run(sub_cmd(
         &hub,
         &[
@@ -220,7 +199,7 @@ fn ready_file_then_publish_is_received() {
         ],
     ));
     wait_until("the ready file", LIMIT, || ready.exists());
-    let id = publish(&hub, &[ev("t:1", "message", json!({"n": 1}))])[0];
+    let id = hub.publish_events(&[ev("t:1", "message", json!({"n": 1}))])[0];
     assert!(s.wait().success(), "{}", s.err());
     assert_eq!(s.ids(), vec![id]);
 }
@@ -228,19 +207,16 @@ fn ready_file_then_publish_is_received() {
 #[test]
 fn until_wait_task_drain_and_timeout() {
     let hub = Hub::start(&[]);
-    publish(
-        &hub,
-        &[
-            ev("ci:done", "task_started", json!({})),
-            ev(
-                "ci:done",
-                "task_completed",
-                json!({"duration_seconds": 1.0}),
-            ),
-            ev("ci:run", "task_started", json!({})),
-            ev("ci:run", "progress", json!({"percent": 30})),
-        ],
-    );
+    hub.publish_events(&[
+        ev("ci:done", "task_started", json!({})),
+        ev(
+            "ci:done",
+            "task_completed",
+            json!({"duration_seconds": 1.0}),
+        ),
+        ev("ci:run", "task_started", json!({})),
+        ev("ci:run", "progress", json!({"percent": 30})),
+    ]);
     // Already ended before hub-sub started: decided at once, deciding event printed.
     let (st, lines, err) = run(sub_cmd(&hub, &["--wait-task", "ci:done"]));
     assert_eq!(st.code(), Some(0), "{err}");
@@ -249,10 +225,7 @@ fn until_wait_task_drain_and_timeout() {
     let mut s = Sub::spawn(&mut sub_cmd(&hub, &["--wait-task", "ci:run"]));
     s.wait_lines(1);
     assert!(s.child.try_wait().unwrap().is_none(), "still waiting");
-    publish(
-        &hub,
-        &[ev("ci:run", "task_failed", json!({"exit_code": 2}))],
-    );
+    hub.publish_events(&[ev("ci:run", "task_failed", json!({"exit_code": 2}))]);
     assert_eq!(s.wait().code(), Some(1));
     assert!(s.lines().last().unwrap().contains("task_failed"));
     // --until prints the deciding event.
@@ -269,14 +242,11 @@ fn until_wait_task_drain_and_timeout() {
         ],
     ));
     wait_until("the ready file", LIMIT, || ready.exists());
-    publish(
-        &hub,
-        &[
-            ev("u:1", "x", json!({"status": "busy"})),
-            ev("u:1", "x", json!({"status": "done"})),
-            ev("u:1", "x", json!({"status": "after"})),
-        ],
-    );
+    hub.publish_events(&[
+        ev("u:1", "x", json!({"status": "busy"})),
+        ev("u:1", "x", json!({"status": "done"})),
+        ev("u:1", "x", json!({"status": "after"})),
+    ]);
     assert!(s.wait().success(), "{}", s.err());
     let lines = s.lines();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -294,8 +264,7 @@ fn until_wait_task_drain_and_timeout() {
 #[test]
 fn kill9_and_restart_of_the_hub_loses_and_repeats_nothing() {
     let mut hub = Hub::start(&[]);
-    let first = publish(
-        &hub,
+    let first = hub.publish_events(
         &(0..100)
             .map(|i| ev("r:1", "m", json!({"i": i})))
             .collect::<Vec<_>>(),
@@ -307,8 +276,7 @@ fn kill9_and_restart_of_the_hub_loses_and_repeats_nothing() {
         s.err().contains("reconnecting")
     });
     hub.restart();
-    let second = publish(
-        &hub,
+    let second = hub.publish_events(
         &(100..300)
             .map(|i| ev("r:1", "m", json!({"i": i})))
             .collect::<Vec<_>>(),
@@ -342,7 +310,7 @@ fn no_reconnect_fails_fast_with_3() {
 fn durable_cursor_across_runs_even_a_killed_one() {
     let hub = Hub::start(&[]);
     let evs: Vec<Value> = (0..5).map(|i| ev("d:1", "m", json!({"i": i}))).collect();
-    let ids1 = publish(&hub, &evs);
+    let ids1 = hub.publish_events(&evs);
     let (st, lines, err) = run(sub_cmd(
         &hub,
         &["d:*", "--durable", "nightly", "--all", "--count", "2"],
@@ -360,7 +328,7 @@ fn durable_cursor_across_runs_even_a_killed_one() {
     assert!(lines.is_empty(), "{lines:?}");
 
     // A run killed with -9: the next one starts after what it printed.
-    let ids2 = publish(&hub, &evs[..3]);
+    let ids2 = hub.publish_events(&evs[..3]);
     let mut s = Sub::spawn(&mut sub_cmd(&hub, &["d:*", "--durable", "nightly"]));
     s.wait_lines(3);
     assert_eq!(s.ids(), ids2);
@@ -373,7 +341,7 @@ fn durable_cursor_across_runs_even_a_killed_one() {
     });
     common::signal(s.child.id(), "KILL");
     s.wait();
-    let ids3 = publish(&hub, &evs[..1]);
+    let ids3 = hub.publish_events(&evs[..1]);
     let (_, lines, _) = run(sub_cmd(&hub, &["d:*", "--durable", "nightly", "--drain"]));
     assert_eq!(ids(&lines), ids3);
 
@@ -386,7 +354,7 @@ fn durable_cursor_across_runs_even_a_killed_one() {
 #[test]
 fn closed_stdout_ends_quietly_with_0() {
     let hub = Hub::start(&[]);
-    publish(&hub, &[ev("p:1", "m", json!({}))]);
+    hub.publish_events(&[ev("p:1", "m", json!({}))]);
     let mut child = sub_cmd(&hub, &["p:*", "--all"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -418,28 +386,25 @@ fn closed_stdout_ends_quietly_with_0() {
 #[test]
 fn progress_prints_plain_lines_off_a_terminal() {
     let hub = Hub::start(&[]);
-    publish(
-        &hub,
-        &[
-            ev("task:b", "task_started", json!({"message": "building"})),
-            ev(
-                "task:b",
-                "progress",
-                json!({"percent": 50, "message": "compiling"}),
-            ),
-            ev(
-                "task:b",
-                "task_completed",
-                json!({"exit_code": 0, "duration_seconds": 2.5}),
-            ),
-            ev("task:t", "task_started", json!({})),
-            ev(
-                "task:t",
-                "task_failed",
-                json!({"error": "tests failed", "exit_code": 1}),
-            ),
-        ],
-    );
+    hub.publish_events(&[
+        ev("task:b", "task_started", json!({"message": "building"})),
+        ev(
+            "task:b",
+            "progress",
+            json!({"percent": 50, "message": "compiling"}),
+        ),
+        ev(
+            "task:b",
+            "task_completed",
+            json!({"exit_code": 0, "duration_seconds": 2.5}),
+        ),
+        ev("task:t", "task_started", json!({})),
+        ev(
+            "task:t",
+            "task_failed",
+            json!({"error": "tests failed", "exit_code": 1}),
+        ),
+    ]);
     let (st, lines, err) = run(sub_cmd(&hub, &["task:*", "--all", "--drain", "--progress"]));
     assert!(st.success(), "{err}");
     assert!(lines.is_empty(), "no JSON on stdout: {lines:?}");

@@ -11,15 +11,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-fn publish_http(hub: &Hub, lines: &str) -> Value {
-    let mut r = common::http()
-        .post(&format!("{}/publish", hub.http_url()))
-        .send(lines)
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
-}
-
 fn many(topic: &str, n: usize) -> String {
     (0..n)
         .map(|i| format!("{{\"topic\":\"{topic}\",\"data\":{{\"n\":{i}}}}}\n"))
@@ -29,7 +20,7 @@ fn many(topic: &str, n: usize) -> String {
 #[tokio::test]
 async fn query_string_subscription_needs_no_frame() {
     let hub = Hub::start(&[]);
-    publish_http(&hub, &many("log:a", 3));
+    hub.publish_body(&many("log:a", 3));
     let mut c = Client::connect(&format!("{}/ws?topic=log:*&since=1", hub.ws_url())).await;
     assert_eq!(
         c.frame().await,
@@ -46,8 +37,8 @@ async fn query_string_subscription_needs_no_frame() {
             (Some("event"), Some("q"), Some(id))
         );
     }
-    publish_http(&hub, &many("other", 1));
-    publish_http(&hub, &many("log:b", 1));
+    hub.publish_body(&many("other", 1));
+    hub.publish_body(&many("log:b", 1));
     let f = c.frame_skip_live().await;
     assert_eq!(f["event"]["id"], 5);
     assert_eq!(f["event"]["topic"], "log:b");
@@ -56,9 +47,7 @@ async fn query_string_subscription_needs_no_frame() {
 #[tokio::test]
 async fn subscribe_frames_since_last_and_filters() {
     let hub = Hub::start(&[]);
-    publish_http(
-        &hub,
-        "{\"topic\":\"task:a\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"task:b\",\"data\":{\"status\":\"ok\"}}\n{\"topic\":\"task:c\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"log:x\"}\n",
+    hub.publish_body("{\"topic\":\"task:a\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"task:b\",\"data\":{\"status\":\"ok\"}}\n{\"topic\":\"task:c\",\"data\":{\"status\":\"failed\"}}\n{\"topic\":\"log:x\"}\n",
     );
     let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
     c.send(json!({"type":"subscribe","sub":"s1","topics":["task:*"],"where":["data.status=failed"],"since":0})).await;
@@ -85,10 +74,7 @@ async fn subscribe_frames_since_last_and_filters() {
             break;
         }
     }
-    publish_http(
-        &hub,
-        "{\"topic\":\"task:d\",\"data\":{\"status\":\"failed\"}}\n",
-    );
+    hub.publish_body("{\"topic\":\"task:d\",\"data\":{\"status\":\"failed\"}}\n");
     let f = c.frame_skip_live().await;
     assert_eq!(
         (f["sub"].as_str(), f["event"]["id"].as_u64()),
@@ -100,7 +86,7 @@ async fn subscribe_frames_since_last_and_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_hands_over_to_live_under_concurrent_publishing() {
     let hub = Hub::start(&[]);
-    publish_http(&hub, &many("t", 2000));
+    hub.publish_body(&many("t", 2000));
     // A publisher pipelines 3000 more over its own socket while we replay.
     let url = format!("{}/ws", hub.ws_url());
     let publisher = tokio::spawn(async move {
@@ -142,7 +128,7 @@ async fn a_subscriber_that_stops_reading_still_gets_everything_in_order() {
         .collect();
     let mut fast_seen = 0u64;
     for _ in 0..30 {
-        publish_http(&hub, &body);
+        hub.publish_body(&body);
         while fast_seen < 1000 * 30 {
             let f = fast.frame_skip_live().await;
             fast_seen = f["event"]["id"].as_u64().unwrap();
@@ -354,7 +340,7 @@ async fn idle_clients_are_closed_with_1001() {
 #[tokio::test]
 async fn durable_cursor_resumes_where_the_last_run_stopped() {
     let hub = Hub::start(&[]);
-    publish_http(&hub, &many("job", 5));
+    hub.publish_body(&many("job", 5));
     let url = format!("{}/ws", hub.ws_url());
     let mut c = Client::connect(&url).await;
     c.send(json!({"type":"subscribe","sub":"d","durable":"nightly","since":0}))
@@ -383,7 +369,7 @@ async fn durable_cursor_resumes_where_the_last_run_stopped() {
         .await;
     assert_eq!(n.frame().await["type"], "subscribed");
     assert_eq!(n.frame().await["type"], "live");
-    publish_http(&hub, &many("job", 1));
+    hub.publish_body(&many("job", 1));
     assert_eq!(n.frame().await["event"]["id"], 6);
 }
 
@@ -501,12 +487,12 @@ async fn batch_publish_frames() {
 #[tokio::test]
 async fn batch_subscriptions_get_events_frames() {
     let hub = Hub::start(&[]);
-    publish_http(&hub, &many("b:old", 300));
+    hub.publish_body(&many("b:old", 300));
     let mut c = Client::connect(&format!("{}/ws", hub.ws_url())).await;
     c.send(json!({"type":"subscribe","sub":"s","topics":["b:*"],"since":0,"batch":true}))
         .await;
     assert_eq!(c.frame().await["type"], "subscribed");
-    publish_http(&hub, &many("b:new", 300));
+    hub.publish_body(&many("b:new", 300));
     let mut ids = Vec::new();
     let mut frames = 0;
     let mut batched = false;

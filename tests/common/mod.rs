@@ -40,6 +40,25 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// `GET /status`, as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let mut r = http()
+            .get(&format!("{}/status", self.http_url()))
+            .call()
+            .unwrap();
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    }
+
+    /// `POST /publish` of a body of JSON lines; asserts 200 and returns the answer.
+    pub fn publish_body(&self, body: &str) -> serde_json::Value {
+        post_publish(&self.http_url(), None, body)
+    }
+
+    /// Publishes events (JSON values) with one `POST /publish`; returns their ids.
+    pub fn publish_events(&self, events: &[serde_json::Value]) -> Vec<u64> {
+        ids_of(&post_publish(&self.http_url(), None, &json_lines(events)))
+    }
+
     /// Starts a hub on `127.0.0.1:0` with a fresh temp data dir and `extra` flags.
     pub fn start(extra: &[&str]) -> Hub {
         let tmp = tempfile::tempdir().unwrap();
@@ -309,4 +328,71 @@ pub mod ws {
             }
         }
     }
+}
+
+/// Chromium (Debian's package, or Chrome where that is what is installed), if any.
+pub fn chromium() -> Option<&'static str> {
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+}
+
+/// The browser to use, or `None` (after saying so) to skip outside CI.
+pub fn browser_or_skip() -> Option<&'static str> {
+    match chromium() {
+        Some(b) => Some(b),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have chromium (.ci/run installs it)"
+            );
+            eprintln!("SKIPPED: chromium is not installed");
+            None
+        }
+    }
+}
+
+/// The flags every test browser runs with: headless, no sandbox (CI runs as root),
+/// and nothing that talks to any other host.
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// Events as a body of JSON lines.
+pub fn json_lines(events: &[serde_json::Value]) -> String {
+    events.iter().map(|e| format!("{e}\n")).collect()
+}
+
+/// The `ids` of a `POST /publish` answer.
+pub fn ids_of(answer: &serde_json::Value) -> Vec<u64> {
+    answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect()
+}
+
+/// `POST {base}/publish` (with a bearer token if given); asserts 200 and returns the
+/// answer.
+pub fn post_publish(base: &str, token: Option<&str>, body: &str) -> serde_json::Value {
+    let mut req = http().post(&format!("{base}/publish"));
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.send(body).unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 200, "{text}");
+    serde_json::from_str(&text).unwrap()
 }
