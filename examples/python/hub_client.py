@@ -321,9 +321,7 @@ class Subscription:
                         hub.notice(f"{e}: long-polling GET /events instead")
                     polling, next_ws = True, time.monotonic() + hub.ws_retry
                 except _Transient as e:
-                    outage.failed(e)
-                    hub.notice(f"cannot connect ({e}); retrying")
-                    await backoff.sleep()
+                    await self._pause(outage, backoff, f"cannot connect ({e}); retrying", e)
                     continue
                 else:
                     if polling:
@@ -333,9 +331,9 @@ class Subscription:
                         async for ev in self._session(ws, backoff, outage):
                             yield ev
                     except _Transient as e:
-                        outage.failed(e)
-                        hub.notice(f"connection lost ({e}); resuming after id {self.last_id}")
-                        await backoff.sleep()
+                        await self._pause(
+                            outage, backoff, f"connection lost ({e}); resuming after id {self.last_id}", e
+                        )
                     finally:
                         await ws.close()
                     continue
@@ -343,9 +341,13 @@ class Subscription:
                 async for ev in self._poll(outage, backoff, next_ws):
                     yield ev
             except _Transient as e:
-                outage.failed(e)
-                hub.notice(f"polling failed ({e}); retrying")
-                await backoff.sleep()
+                await self._pause(outage, backoff, f"polling failed ({e}); retrying", e)
+
+    async def _pause(self, outage, backoff, notice, error):
+        """A failed attempt: counted against the outage limit, said, waited out."""
+        outage.failed(error)
+        self.hub.notice(notice)
+        await backoff.sleep()
 
     async def _session(self, ws, backoff, outage):
         """One WebSocket connection's subscription; raises _Transient when it drops."""
