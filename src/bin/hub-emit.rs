@@ -1,10 +1,11 @@
-//! `hub-emit`: publish events to a hub. Everything is in [`hub::cli::emit`].
+//! `hub-emit`: publish events to a hub. Everything is in [`hub::app::emit`].
 //!
 //! A current-thread runtime: one connection and one event loop, and it starts fast
 //! (a one-shot `hub-emit` is meant to take a few milliseconds).
 
 use clap::Parser;
-use hub::cli::emit::{EmitArgs, run};
+use hub::app::emit::run;
+use hub::cli::emit::EmitArgs;
 use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]

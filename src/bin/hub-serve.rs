@@ -1,7 +1,8 @@
 //! `hub-serve`: the broker. Parses the command line and hands it to the library.
 
 use clap::Parser;
-use hub::cli::serve::{ServeArgs, execute};
+use hub::app::serve::run;
+use hub::cli::serve::ServeArgs;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,14 +10,14 @@ fn main() -> ExitCode {
     hub::cli::docs::generate_if_asked("hub-serve");
     let args = ServeArgs::parse();
     if args.check {
-        return ExitCode::from(hub::cli::serve::run_check(&args));
+        return ExitCode::from(hub::app::serve::run_check(&args));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()
         .build();
     let result = match runtime {
-        Ok(rt) => rt.block_on(execute(args)),
+        Ok(rt) => rt.block_on(run(args)),
         Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
     };
     match result {

@@ -1,10 +1,11 @@
-//! `hub-sub`: subscribe and print events. Everything is in [`hub::cli::sub`].
+//! `hub-sub`: subscribe and print events. Everything is in [`hub::app::sub`].
 //!
 //! A current-thread runtime: one connection, one event loop, stdout written from
 //! the same thread that reads the socket.
 
 use clap::Parser;
-use hub::cli::sub::{SubArgs, run};
+use hub::app::sub::run;
+use hub::cli::sub::SubArgs;
 use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]

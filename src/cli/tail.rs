@@ -1,12 +1,11 @@
 //! The flags of `hub-tail` (clap derive) and their conversion into a
-//! [`follow::run::Config`](crate::follow::run::Config). Not the following itself: see
+//! [`Config`]. The program is [`crate::app::tail`]; following a file is
 //! [`crate::follow`].
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::exit::Exit;
+use crate::app::tail::{Config, Input};
 use crate::follow::Start;
-use crate::follow::run::{self, Config, Input};
 use crate::follow::watch::WatchMode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -205,24 +204,6 @@ impl TailArgs {
     }
 }
 
-/// Runs `hub-tail` until SIGINT/SIGTERM (or the end of stdin).
-///
-/// # Errors
-/// [`Exit`] with the SPEC exit code.
-pub async fn main(args: TailArgs) -> Result<(), Exit> {
-    let cfg = args.config();
-    cfg.validate()?;
-    // hub-tail never gives up on an outage: the file is the buffer.
-    let opts = args.hub.connect_options(None)?;
-    let publisher = crate::client::Publisher::start(&opts)
-        .map_err(|e| Exit::new(crate::exit::code_for_client(&e), e.to_string()))?;
-    let token = crate::shutdown::on_signal();
-    let result = run::run(cfg, &publisher, token.cancelled_owned()).await;
-    // Everything acknowledged is saved; do not wait long for the rest.
-    let _ = tokio::time::timeout(Duration::from_secs(1), publisher.close()).await;
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +247,6 @@ mod tests {
             .config();
         assert_eq!(d.inputs, vec![Input::Stdin]);
         assert_eq!(d.max_line, crate::follow::DEFAULT_MAX_LINE);
-        assert_eq!(d.rotate_wait, run::DEFAULT_ROTATE_WAIT);
+        assert_eq!(d.rotate_wait, crate::app::tail::DEFAULT_ROTATE_WAIT);
     }
 }

@@ -54,10 +54,9 @@
 //! deduplicated by the hub, and two files never share a key even when one reuses the
 //! other's inode.
 //!
-//! Not here: publishing, acknowledgements and the state file ([`run`], [`state`]), and
-//! wake-ups ([`watch`]).
+//! Not here: publishing and acknowledgements ([`crate::app::tail`]); the state file
+//! is [`state`], wake-ups are [`watch`].
 
-pub mod run;
 pub mod state;
 pub mod watch;
 

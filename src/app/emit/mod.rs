@@ -6,159 +6,23 @@
 //! Every event carries an idempotency key, so a resend after a lost ack is stored
 //! once.
 
-use super::docs::Page;
-use super::{HubArgs, parse_duration};
+use crate::cli::emit::EmitArgs;
 use crate::client::{
     ClientError, Encoded, EventHead, InFlight, Publisher, RawJson, Ticket, WINDOW,
 };
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
 use anyhow::Context;
-use clap::Parser;
 use serde_json::{Map, Value, json};
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// Most events `--lines` / `--events` hand the publisher at once.
 const STREAM_CHUNK: usize = 256;
-
-/// The default of `--progress-regex`: `NN%` or `NN.N %` anywhere in a line.
-pub const DEFAULT_PROGRESS_REGEX: &str = r"(\d{1,3}(?:\.\d+)?)\s*%";
-
-/// The documentation after `--help` and in `man hub-emit`.
-pub const PAGE: Page = Page {
-    examples: &[
-        (
-            "Report progress: TYPE progress, a JSON number and a string in data",
-            "hub-emit task:build-42 progress percent:=50 message=compiling",
-        ),
-        (
-            "Data as JSON; print the assigned id (for hub-sub --since)",
-            r#"hub-emit deploy:web --data '{"version":"1.4.2"}' --print-id"#,
-        ),
-        (
-            "Each line of a stream is one event, over one connection",
-            "journalctl -f -o cat | hub-emit log:journal log --lines",
-        ),
-        (
-            "Whole event objects, each with its own topic, type and data",
-            "jq -c '.[]' events.json | hub-emit --events",
-        ),
-        (
-            "Wrap a command: task_started, its output as log events, NN% as progress, then task_completed or task_failed; exits with the command's status",
-            "hub-emit task:nightly --run --capture --progress-regex -- ./backup.sh /srv",
-        ),
-        (
-            "Report a failure by hand",
-            "hub-emit ci:pipeline-7 task_failed error='tests failed' exit_code:=1",
-        ),
-    ],
-    exit_status: &[
-        (
-            "0",
-            "Every event was acknowledged by the hub (written to its log).",
-        ),
-        (
-            "2",
-            "Bad usage or input (a malformed --lines/--events line).",
-        ),
-        ("3", "The hub was unreachable within --timeout."),
-        (
-            "4",
-            "Refused by the hub: auth, limits, an invalid or too large event.",
-        ),
-        (
-            "CMD's",
-            "With --run: the command's own exit status (128+N when killed by signal N, 127 not found, 126 not executable).",
-        ),
-    ],
-    environment: &super::docs::CLIENT_ENV,
-    files: &[],
-    notes: &[(
-        "Retries",
-        "While the hub is unreachable, hub-emit retries with backoff until --timeout. Every event carries an idempotency key (--key, else a random one), so a resend after a lost ack is stored once. With --run the command runs even when the hub is down; what could not be reported is said on stderr.",
-    )],
-};
-
-/// Publish events to a hub. Exits 0 only after the hub has acknowledged every event.
-#[derive(Parser, Debug)]
-#[command(
-    name = "hub-emit",
-    version,
-    after_help = PAGE.help(),
-    after_long_help = PAGE.long_help()
-)]
-pub struct EmitArgs {
-    /// Topic of the event(s): 1-255 of A-Z a-z 0-9 _ - . : / @ (e.g. task:build-42).
-    #[arg(value_name = "TOPIC", required_unless_present = "events")]
-    pub topic: Option<String>,
-
-    /// [TYPE] (default: message) then data fields: KEY=VALUE sets a string,
-    /// KEY:=JSON a JSON value (percent:=50, ok:=true, tags:='["a"]').
-    #[arg(value_name = "TYPE|FIELD")]
-    pub rest: Vec<String>,
-
-    /// The data as a JSON value; KEY=VALUE fields are merged into it.
-    #[arg(long, value_name = "JSON")]
-    pub data: Option<String>,
-
-    /// The event's source (default: this host's name).
-    #[arg(long, value_name = "S")]
-    pub source: Option<String>,
-
-    /// The idempotency key of a single event (default: a random one). A run that
-    /// repeats a key (a retried cron job) is acknowledged with the original id.
-    #[arg(long, value_name = "KEY", conflicts_with_all = ["lines", "events", "run"])]
-    pub key: Option<String>,
-
-    /// Publish each stdin line as one event: a JSON object line is the data, any
-    /// other line becomes {"line": "..."}. Pipelined over one connection.
-    #[arg(long, conflicts_with_all = ["events", "run"])]
-    pub lines: bool,
-
-    /// Each stdin line is a whole event object with its own topic, type, data.
-    #[arg(long, conflicts_with = "run")]
-    pub events: bool,
-
-    /// Run the command after `--`, publishing task_started, then task_completed or
-    /// task_failed (exit_code, duration_seconds); exit with the command's status.
-    #[arg(long)]
-    pub run: bool,
-
-    /// With --run: also publish each output line as a `log` event.
-    #[arg(long, requires = "run")]
-    pub capture: bool,
-
-    /// With --run: turn `NN%` in the output into `progress` events. The first
-    /// capture group is the percent [default regex: (\d{1,3}(?:\.\d+)?)\s*%].
-    #[arg(
-        long,
-        value_name = "REGEX",
-        requires = "run",
-        num_args = 0..=1,
-        default_missing_value = DEFAULT_PROGRESS_REGEX
-    )]
-    pub progress_regex: Option<String>,
-
-    /// Print the id(s) the hub assigned on stdout, one per line.
-    #[arg(long, conflicts_with = "run")]
-    pub print_id: bool,
-
-    /// How long to keep retrying while the hub is unreachable (500ms, 30s, 2m).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
-
-    #[command(flatten)]
-    pub hub: HubArgs,
-
-    /// The command to run with --run (after `--`).
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
-}
 
 /// Runs `hub-emit` and returns its exit code.
 pub async fn run(args: EmitArgs) -> anyhow::Result<u8> {
@@ -935,6 +799,7 @@ fn shell_words(words: &[String]) -> String {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use clap::Parser;
 
     fn args(argv: &[&str]) -> EmitArgs {
         EmitArgs::try_parse_from(std::iter::once("hub-emit").chain(argv.iter().copied())).unwrap()
@@ -1023,7 +888,7 @@ mod tests {
 
     #[test]
     fn progress_percent() {
-        let re = regex::Regex::new(DEFAULT_PROGRESS_REGEX).unwrap();
+        let re = regex::Regex::new(crate::cli::emit::DEFAULT_PROGRESS_REGEX).unwrap();
         assert_eq!(percent(&re, "[#####     ] 50% copying"), Some(50.0));
         assert_eq!(percent(&re, "12.5 % done"), Some(12.5));
         assert_eq!(percent(&re, "no number"), None);

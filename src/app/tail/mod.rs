@@ -19,12 +19,13 @@
 //! offset, a state older than the hub's log (a `kill -9` between an ack and a save)
 //! only makes hub-tail send lines the hub then recognizes, never store twice.
 
-use super::state::{StateFile, default_path};
-use super::watch::{Watch, WatchMode};
-use super::{Budget, DEFAULT_MAX_LINE, FileId, Follower, Item, Key, Lines, Start, Stepped};
+use crate::cli::tail::TailArgs;
 use crate::client::{ClientError, InFlight, Publisher, WINDOW};
 use crate::event::NewEvent;
 use crate::exit::{self, Exit};
+use crate::follow::state::{StateFile, default_path};
+use crate::follow::watch::{Watch, WatchMode};
+use crate::follow::{Budget, DEFAULT_MAX_LINE, FileId, Follower, Item, Key, Lines, Start, Stepped};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -343,13 +344,31 @@ enum Wake {
     Stop,
 }
 
+/// Runs `hub-tail` until SIGINT/SIGTERM (or the end of stdin).
+///
+/// # Errors
+/// [`Exit`] with the SPEC exit code.
+pub async fn run(args: TailArgs) -> Result<(), Exit> {
+    let cfg = args.config();
+    cfg.validate()?;
+    // hub-tail never gives up on an outage: the file is the buffer.
+    let opts = args.hub.connect_options(None)?;
+    let publisher = crate::client::Publisher::start(&opts)
+        .map_err(|e| Exit::new(crate::exit::code_for_client(&e), e.to_string()))?;
+    let token = crate::shutdown::on_signal();
+    let result = follow_inputs(cfg, &publisher, token.cancelled_owned()).await;
+    // Everything acknowledged is saved; do not wait long for the rest.
+    let _ = tokio::time::timeout(Duration::from_secs(1), publisher.close()).await;
+    result
+}
+
 /// Follows the configured inputs until `shutdown` resolves (or stdin ends).
 ///
 /// # Errors
 /// [`Exit`] with the SPEC code: 2 for bad input found at start, 3/4 when the
 /// publisher gives up (the hub refused the connection), 1 for a state file that
 /// cannot be written.
-pub async fn run(
+pub async fn follow_inputs(
     cfg: Config,
     publisher: &Publisher,
     shutdown: impl std::future::Future<Output = ()>,
@@ -722,7 +741,7 @@ fn is_rotated_copy(path: &Path, state: &StateFile, seen: &HashMap<FileId, Seen>)
     };
     let id = FileId::of(&meta);
     if let Some(s) = seen.get(&id) {
-        return super::head_of(path).is_ok_and(|h| s.matches(&h));
+        return crate::follow::head_of(path).is_ok_and(|h| s.matches(&h));
     }
     if state.get(path).is_some() {
         return false;
@@ -731,7 +750,7 @@ fn is_rotated_copy(path: &Path, state: &StateFile, seen: &HashMap<FileId, Seen>)
         other != path
             && std::iter::once(s)
                 .chain(&s.rotated)
-                .any(|s| s.dev == id.dev && s.ino == id.ino && super::same_file(path, s))
+                .any(|s| s.dev == id.dev && s.ino == id.ino && crate::follow::same_file(path, s))
     })
 }
 
@@ -820,7 +839,7 @@ async fn run_stdin(
     let mut flushed = false;
     let mut shutdown = std::pin::pin!(shutdown);
     let mut batch: Vec<((), NewEvent)> = Vec::new();
-    let mut chunk = vec![0u8; super::READ_CHUNK];
+    let mut chunk = vec![0u8; crate::follow::READ_CHUNK];
     let key = Key {
         prefix: &key_prefix,
         uid: 0,
