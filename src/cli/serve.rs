@@ -2,6 +2,7 @@
 //! library's configurations. The program is [`crate::app::serve`].
 
 use super::docs::Page;
+use super::{parse_duration, parse_size};
 use crate::broker::BrokerConfig;
 use crate::server::ServerConfig;
 use crate::store::{FsyncMode, LogConfig, default_data_dir};
@@ -209,16 +210,6 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 500ms, 30s, 10m, 2h, 7d"))
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("{e}; use e.g. 65536, 64KiB, 512MiB, 1GiB"))
-}
-
 impl ServeArgs {
     /// The data dir, or `None` for `--memory`.
     ///
@@ -312,11 +303,23 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_size("64KiB").unwrap(), 65536);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert!(parse_size("lots").is_err());
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("soon").is_err());
+    fn durations_and_sizes_are_the_shared_grammar() {
+        let a = ServeArgs::try_parse_from([
+            "hub-serve",
+            "--retain-age",
+            "90",
+            "--idle-timeout",
+            "1.5",
+            "--retain-bytes",
+            "64KiB",
+        ])
+        .unwrap();
+        assert_eq!(a.retain_age, Some(Duration::from_secs(90)));
+        assert_eq!(a.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(a.retain_bytes, 65536);
+        let e = ServeArgs::try_parse_from(["hub-serve", "--retain-age", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("a number of seconds"), "{e}");
+        let e = ServeArgs::try_parse_from(["hub-serve", "--max-event-bytes", "lots"]).unwrap_err();
+        assert!(e.to_string().contains("64KiB"), "{e}");
     }
 }

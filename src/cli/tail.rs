@@ -145,7 +145,7 @@ pub struct TailArgs {
     pub json: bool,
 
     /// Longest line, in bytes of JSON-encoded text, before it is split into pieces.
-    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_max_line)]
     pub max_line: usize,
 
     /// The events' source (default: the host name).
@@ -156,17 +156,15 @@ pub struct TailArgs {
     pub hub: HubArgs,
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = s
-        .parse()
-        .map_err(|e| format!("invalid size {s:?} ({e}); use e.g. 16KiB, 32KiB or 65536"))?;
-    let n = size.as_u64() as usize;
+/// `--max-line`: a size (the shared grammar) from 256 B to 16 MiB.
+fn parse_max_line(s: &str) -> Result<usize, String> {
+    let n = super::parse_size(s)?;
     if !(256..=16 << 20).contains(&n) {
         return Err(format!(
             "--max-line must be between 256 B and 16 MiB (got {s})"
         ));
     }
-    Ok(n)
+    Ok(n as usize)
 }
 
 impl TailArgs {
