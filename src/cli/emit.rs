@@ -58,10 +58,16 @@ pub const PAGE: Page = Page {
     ],
     environment: &super::docs::CLIENT_ENV,
     files: &[],
-    notes: &[(
-        "Retries",
-        "While the hub is unreachable, hub-emit retries with backoff until --timeout. Every event carries an idempotency key (--key, else a random one), so a resend after a lost ack is stored once. With --run the command runs even when the hub is down; what could not be reported is said on stderr.",
-    )],
+    notes: &[
+        (
+            "Data",
+            "The data object keeps the key order it was written in; KEY=VALUE fields are added after the keys of --data or of a --lines object, in their order (a key already there keeps its place). Numbers keep their value; a --lines object with no fields is stored as written, spelling included.",
+        ),
+        (
+            "Retries",
+            "While the hub is unreachable, hub-emit retries with backoff until --timeout. Every event carries an idempotency key (--key, else a random one), so a resend after a lost ack is stored once. With --run the command runs even when the hub is down; what could not be reported is said on stderr.",
+        ),
+    ],
 };
 
 /// Publish events to a hub. Exits 0 only after the hub has acknowledged every event.

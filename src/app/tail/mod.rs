@@ -322,11 +322,11 @@ fn line_data(json: bool, file: &str, bytes: &[u8], partial: bool) -> Value {
         return Value::Object(m);
     }
     let mut m = Map::new();
+    m.insert("file".into(), Value::String(file.to_string()));
     m.insert(
         "line".into(),
         Value::String(String::from_utf8_lossy(bytes).into_owned()),
     );
-    m.insert("file".into(), Value::String(file.to_string()));
     if partial {
         m.insert("partial".into(), Value::Bool(true));
     }
