@@ -19,7 +19,6 @@ async fn main() -> ExitCode {
     }
 }
 
-// No `#[global_allocator]`: the system allocator. mimalloc (hub-serve's) costs a
-// one-shot `hub-emit TOPIC` ~0.4 ms of its ~2 ms (its first allocation faults in
-// transparent huge pages, and it returns memory at exit): median 2.11 ms with
-// mimalloc, 1.73 ms without, against a local hub (hyperfine -N, 80 runs).
+// No `#[global_allocator]`: the system allocator. mimalloc (hub-serve's) slows a
+// one-shot `hub-emit TOPIC`'s start-up: its first allocation faults in transparent
+// huge pages, and it returns memory at exit.

@@ -21,5 +21,5 @@ async fn main() -> ExitCode {
 }
 
 // No `#[global_allocator]`: the system allocator. hub-tail allocates little per
-// line; mimalloc only added start-up time (1.8 ms vs 1.3 ms for `--version`) and
-// resident memory, as in hub-emit and hub-sub.
+// line; mimalloc only adds start-up time and resident memory, as in hub-emit and
+// hub-sub.

@@ -183,19 +183,20 @@ fn merge(data: Value, fields: &Map<String, Value>) -> Value {
     Value::Object(obj)
 }
 
+/// The event of one stdin line.
+enum LineEvent<'a> {
+    /// The invocation's event with this line, a JSON object, as its data.
+    Data(RawJson<'a>),
+    /// A whole event: a `--events` line, or a `--lines` line parsed into data.
+    Event(NewEvent),
+}
+
 /// One stdin line as an event (`--lines` / `--events`); `Ok(None)` skips it.
 ///
 /// A `--lines` line that is a JSON object, with no KEY=VALUE fields to merge in, is
 /// only checked: it is sent as the data as it is ([`RawJson`]), not parsed into a
 /// tree and written out again. Its text is one line and valid JSON; the hub stores
 /// it compact.
-/// The event of one stdin line.
-enum LineEvent<'a> {
-    /// The invocation's event with this line, a JSON object, as its data.
-    Data(RawJson<'a>),
-    Event(NewEvent),
-}
-
 fn line_event<'a>(
     args: &EmitArgs,
     t: &Template,

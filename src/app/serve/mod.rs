@@ -5,10 +5,9 @@ use crate::cli::serve::ServeArgs;
 
 /// Recent events kept in memory for readers a little behind (a subscriber back
 /// from its full outbox of 1,024, `--last`, `/events`); older ones are read from
-/// the log. Eight outboxes, and a whole writer batch. A larger cache costs the
-/// writer more than it saves readers: an event evicted 32,768 events later is out
-/// of the CPU caches, and freeing it was 7 % of hub-serve's CPU in W1 (now 200
-/// instead of 215 ms).
+/// the log. Eight outboxes, and a whole writer batch. Not larger: an event evicted
+/// that much later is out of the CPU caches, and freeing it costs the writer more
+/// than the cache saves readers.
 pub const CACHE_EVENTS: usize = 8192;
 
 /// Runs `hub-serve` to completion: opens the log, binds, prints the listening line
