@@ -33,256 +33,41 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
+mod config;
+mod glob;
+mod stdin;
+
+pub use config::*;
+use glob::*;
+use stdin::*;
+
 /// Events sent and not yet acknowledged, at most. Kept at or below the publisher's
 /// [`WINDOW`], so that sending never blocks while the hub is away; large, so that
 /// catching up on a big file keeps many lines in each round trip.
 pub const MAX_INFLIGHT: usize = 2048;
+
 const _: () = assert!(MAX_INFLIGHT <= WINDOW);
+
 /// New lines are read once the window is at most this full.
 const LOW_WATER: usize = MAX_INFLIGHT / 2;
+
 /// Bytes read per step, at most.
 const STEP_BYTES: usize = 4 << 20;
+
 /// While events are in flight, positions are saved at most this often.
 pub const SAVE_EVERY: Duration = Duration::from_millis(200);
+
 /// A backlog above this shows a progress bar (on a terminal).
 const PROGRESS_MIN: u64 = 32 << 20;
+
 /// How long an interrupted hub-tail waits for the hub to acknowledge what it sent.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Nothing acknowledged for this long while events are in flight: say the hub is away.
 const STALL: Duration = Duration::from_secs(3);
+
 /// How long a renamed file is still read by default (`--rotate-wait`).
 pub const DEFAULT_ROTATE_WAIT: Duration = Duration::from_secs(5);
-/// Directory entries a glob looks at per scan, at most.
-const MAX_GLOB_ENTRIES: usize = 100_000;
-
-/// One thing to follow, as given on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    Path(PathBuf),
-    Glob(String),
-    Stdin,
-}
-
-impl Input {
-    /// `-` is stdin; an argument with `*`, `?`, `[` or `{` is a glob; anything else a
-    /// path. Relative paths and globs are made absolute.
-    pub fn parse(arg: &str) -> Input {
-        if arg == "-" {
-            return Input::Stdin;
-        }
-        let abs = absolute(Path::new(arg));
-        if arg.contains(['*', '?', '[', '{']) {
-            Input::Glob(abs.to_string_lossy().into_owned())
-        } else {
-            Input::Path(abs)
-        }
-    }
-}
-
-/// Everything `hub-tail` needs besides the connection.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub inputs: Vec<Input>,
-    /// `--topic`; else `log:<file stem>` (`log:stdin`).
-    pub topic: Option<String>,
-    /// `--type`.
-    pub kind: String,
-    /// `--json`: JSON object lines become the data.
-    pub json: bool,
-    pub start: Start,
-    pub mode: WatchMode,
-    pub poll_interval: Duration,
-    /// `--rotate-wait`: how long a renamed file is still read.
-    pub rotate_wait: Duration,
-    /// `--state`; `None`: the default path for these inputs.
-    pub state: Option<PathBuf>,
-    pub max_line: usize,
-    pub source: Option<String>,
-    pub verbose: bool,
-    pub quiet: bool,
-}
-
-impl Config {
-    pub fn new(inputs: Vec<Input>) -> Config {
-        Config {
-            inputs,
-            topic: None,
-            kind: "log".into(),
-            json: false,
-            start: Start::End,
-            mode: WatchMode::Native,
-            poll_interval: Duration::from_secs(1),
-            rotate_wait: DEFAULT_ROTATE_WAIT,
-            state: None,
-            max_line: DEFAULT_MAX_LINE,
-            source: None,
-            verbose: false,
-            quiet: false,
-        }
-    }
-
-    /// Checks what can be checked before starting.
-    ///
-    /// # Errors
-    /// [`Exit`] with code 2: no input, `-` mixed with files, an invalid topic or
-    /// type, a named path that is a directory, a glob that does not parse.
-    pub fn validate(&self) -> Result<(), Exit> {
-        if self.inputs.is_empty() {
-            return Err(Exit::usage(
-                "nothing to follow: give files, quoted globs or -",
-            ));
-        }
-        if self.inputs.contains(&Input::Stdin) && self.inputs.len() > 1 {
-            return Err(Exit::usage(
-                "- (stdin) cannot be mixed with files; run one hub-tail for each",
-            ));
-        }
-        if let Some(t) = &self.topic {
-            crate::event::validate_topic(t).map_err(|e| Exit::usage(e.to_string()))?;
-        }
-        crate::event::validate_type(&self.kind).map_err(|e| Exit::usage(e.to_string()))?;
-        for input in &self.inputs {
-            match input {
-                Input::Path(p) if p.is_dir() => {
-                    return Err(Exit::usage(format!(
-                        "{} is a directory: give files or a quoted glob such as '{}/*.log'",
-                        p.display(),
-                        p.display()
-                    )));
-                }
-                Input::Glob(g) => {
-                    GlobInput::new(g)?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn topic_for(&self, path: &Path) -> String {
-        if let Some(t) = &self.topic {
-            return t.clone();
-        }
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        topic_from_stem(&stem)
-    }
-
-    /// The state file used for these inputs.
-    pub fn state_path(&self) -> PathBuf {
-        self.state.clone().unwrap_or_else(|| {
-            let keys: Vec<PathBuf> = self
-                .inputs
-                .iter()
-                .map(|i| match i {
-                    Input::Path(p) => p.clone(),
-                    Input::Glob(g) => PathBuf::from(g),
-                    Input::Stdin => PathBuf::from("-"),
-                })
-                .collect();
-            default_path(&keys)
-        })
-    }
-}
-
-/// `log:<stem>` with characters a topic cannot hold replaced by `_`.
-pub fn topic_from_stem(stem: &str) -> String {
-    let mut t = String::from("log:");
-    for ch in stem.chars() {
-        t.push(if ch.is_ascii_alphanumeric() || "_-.:/@".contains(ch) {
-            ch
-        } else {
-            '_'
-        });
-    }
-    if t.len() == 4 {
-        t.push_str("file");
-    }
-    t.truncate(crate::event::MAX_TOPIC_LEN);
-    t
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    // Drop `.` and resolve `..` lexically, so the same file has one name.
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A glob and the directory it is rooted in.
-#[derive(Debug)]
-struct GlobInput {
-    base: PathBuf,
-    matcher: globset::GlobMatcher,
-    /// Directory levels below `base` to look at (`None`: any, for `**`).
-    depth: Option<usize>,
-}
-
-impl GlobInput {
-    fn new(pattern: &str) -> Result<GlobInput, Exit> {
-        let glob = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| Exit::usage(format!("invalid glob {pattern:?}: {e}")))?;
-        let mut base = PathBuf::new();
-        let mut rest = 0;
-        let mut deep = false;
-        for c in Path::new(pattern).components() {
-            let s = c.as_os_str().to_string_lossy();
-            if rest == 0 && !s.contains(['*', '?', '[', '{']) {
-                base.push(c);
-            } else {
-                rest += 1;
-                deep |= s.contains("**");
-            }
-        }
-        Ok(GlobInput {
-            base,
-            matcher: glob.compile_matcher(),
-            depth: if deep { None } else { Some(rest) },
-        })
-    }
-
-    /// Files matching now; every directory visited is watched.
-    fn scan(&self, watch: &mut Watch, found: &mut Vec<PathBuf>) {
-        let mut budget = MAX_GLOB_ENTRIES;
-        let mut stack = vec![(self.base.clone(), 1usize)];
-        while let Some((dir, level)) = stack.pop() {
-            watch.watch_dir(&dir);
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in rd.flatten() {
-                if budget == 0 {
-                    return;
-                }
-                budget -= 1;
-                let p = entry.path();
-                let Ok(meta) = std::fs::metadata(&p) else {
-                    continue;
-                };
-                if meta.is_dir() {
-                    if self.depth.is_none_or(|d| level < d) {
-                        stack.push((p, level + 1));
-                    }
-                } else if self.matcher.is_match(&p) {
-                    found.push(p);
-                }
-            }
-        }
-    }
-}
 
 /// One event in flight and what its acknowledgement means.
 struct Flight {
@@ -819,107 +604,4 @@ impl Progress {
             None => {}
         }
     }
-}
-
-/// `hub-tail -`: stdin to events, until end of input. Keys are
-/// `stdin:RANDOM:OFFSET`, so a resend after a reconnect is stored once.
-async fn run_stdin(
-    cfg: &Config,
-    publisher: &Publisher,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Exit> {
-    let topic = cfg.topic.clone().unwrap_or_else(|| "log:stdin".into());
-    let key_prefix = format!("stdin:{:016x}:", fastrand::u64(..));
-    let events = Events { cfg };
-    let mut stdin = crate::stdin::ThreadStdin::spawn()
-        .map_err(|e| Exit::new(exit::FAILURE, format!("cannot read stdin: {e}")))?;
-    let mut lines = Lines::new(0);
-    let mut inflight: InFlight<()> = InFlight::default();
-    let mut eof = false;
-    let mut flushed = false;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut batch: Vec<((), NewEvent)> = Vec::new();
-    let mut chunk = vec![0u8; crate::follow::READ_CHUNK];
-    let key = Key {
-        prefix: &key_prefix,
-        uid: 0,
-    };
-    loop {
-        // Lines out, within the window.
-        if inflight.len() <= LOW_WATER {
-            let mut budget = Budget {
-                items: MAX_INFLIGHT - inflight.len(),
-                bytes: usize::MAX,
-            };
-            let mut out = Stepped::default();
-            let mut emit = |item: Item<'_>| batch.push(((), events.item_for(&topic, "-", &item)));
-            if lines.unscanned() {
-                lines.scan(key, cfg.max_line, &mut budget, &mut emit, &mut out);
-            }
-            if eof && !flushed && !lines.unscanned() && budget.items > 0 {
-                lines.flush(key, &mut budget, &mut emit, &mut out);
-                flushed = true;
-            }
-            if let Err(e) = send_batch(&mut inflight, publisher, &mut batch).await {
-                return Err(fatal(&e, publisher));
-            }
-        }
-        if flushed && inflight.is_empty() {
-            return Ok(());
-        }
-        enum W {
-            Ack,
-            Read(std::io::Result<usize>),
-            Stop,
-        }
-        let can_read = !eof && !lines.unscanned() && inflight.len() <= LOW_WATER;
-        let w = tokio::select! {
-            _ = inflight.answered() => W::Ack,
-            r = stdin.read(&mut chunk), if can_read => W::Read(r),
-            _ = &mut shutdown => W::Stop,
-        };
-        match w {
-            W::Ack => {
-                while let Some(((), result)) = inflight.pop_answered() {
-                    if let Err(e) = result {
-                        if publisher.has_failed() || matches!(e, ClientError::Closed) {
-                            return Err(fatal(&e, publisher));
-                        }
-                        eprintln!("hub-tail: the hub refused a line of stdin: {e}; skipping it");
-                    }
-                }
-            }
-            W::Read(Ok(0)) => eof = true,
-            W::Read(Ok(n)) => lines.buf.extend_from_slice(&chunk[..n]),
-            W::Read(Err(e)) => {
-                eprintln!("hub-tail: reading stdin: {e}");
-                eof = true;
-            }
-            W::Stop => {
-                // Wait briefly for what is in flight; the rest of stdin is not read.
-                let wait = async {
-                    while !inflight.is_empty() {
-                        inflight.answered().await;
-                        while inflight.pop_answered().is_some() {}
-                    }
-                };
-                let _ = tokio::time::timeout(DRAIN_LIMIT, wait).await;
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Files named on the command line, for messages.
-pub fn describe_inputs(inputs: &[Input]) -> String {
-    let mut v: Vec<String> = inputs
-        .iter()
-        .map(|i| match i {
-            Input::Path(p) => p.display().to_string(),
-            Input::Glob(g) => g.clone(),
-            Input::Stdin => "-".into(),
-        })
-        .collect();
-    v.dedup();
-    v.join(", ")
 }
