@@ -162,298 +162,376 @@ pub async fn follow_inputs(
     if cfg.inputs == [Input::Stdin] {
         return run_stdin(&cfg, publisher, shutdown).await;
     }
-    let state_path = cfg.state_path();
-    let mut state = StateFile::load(&state_path).map_err(|e| Exit::usage(e.to_string()))?;
-    if cfg.verbose {
-        eprintln!("hub-tail: positions in {}", state_path.display());
+    let mut session = Session::new(&cfg, publisher)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // 1. Read and send, when there is room.
+        if session.stopping.is_none() && session.dirty && session.inflight.len() <= LOW_WATER {
+            session.step().await?;
+        }
+        // 2. Save positions the hub has acknowledged; end once drained.
+        session.save_acked()?;
+        if session.drained() {
+            return Ok(());
+        }
+        // 3. Wait for an ack, a wake-up or the end.
+        match session.wait(&mut shutdown).await {
+            Wake::Ack => session.on_ack()?,
+            Wake::Watch => session.on_watch(),
+            Wake::Timer => session.dirty = true,
+            Wake::Stall => session.on_stall(),
+            Wake::Stop => session.on_stop(),
+        }
     }
-    let mut watch = Watch::new(cfg.mode, cfg.poll_interval);
-    // A fallback to polling says so always (in `Watch`); asked-for polling with -v.
-    if cfg.verbose
-        && let WatchMode::Poll(every) = cfg.mode
-    {
-        eprintln!(
-            "hub-tail: polling every {} (--poll)",
-            humantime::format_duration(every)
-        );
+}
+
+/// One followed path: its follower, the path as its events name it, and how many
+/// of its events are in flight.
+struct Tracked {
+    follower: Follower,
+    file: String,
+    in_flight: usize,
+}
+
+/// One hub-tail run over files: what is followed, what is in flight, and when
+/// positions were last saved.
+struct Session<'a> {
+    cfg: &'a Config,
+    publisher: &'a Publisher,
+    state: StateFile,
+    watch: Watch,
+    globs: Vec<GlobInput>,
+    /// Followed paths, in the order they were found; a [`Flight`] names its index.
+    tracked: Vec<Tracked>,
+    /// Every path looked at: followed, or skipped as a renamed file already read.
+    known: HashSet<PathBuf>,
+    /// The state file and its temporary file, never followed.
+    excluded: HashSet<PathBuf>,
+    /// Identities of every file followed in this run: a glob match that is one of
+    /// them under a new name (app.log.1 after a rotation) was already read.
+    /// (The follower that first read each.)
+    seen: HashMap<FileId, Seen>,
+    inflight: InFlight<Flight>,
+    batch: Vec<(Flight, NewEvent)>,
+    /// A step is due (new data, an ack, a wake-up).
+    dirty: bool,
+    stopping: Option<Instant>,
+    last_save: Instant,
+    unsaved: bool,
+    progress: Progress,
+    /// When the window last moved (an ack, or a send into an empty window).
+    last_progress: tokio::time::Instant,
+    stalled: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Loads the state file, watches the inputs and follows what exists now.
+    fn new(cfg: &'a Config, publisher: &'a Publisher) -> Result<Session<'a>, Exit> {
+        let state_path = cfg.state_path();
+        let state = StateFile::load(&state_path).map_err(|e| Exit::usage(e.to_string()))?;
+        if cfg.verbose {
+            eprintln!("hub-tail: positions in {}", state_path.display());
+        }
+        let watch = Watch::new(cfg.mode, cfg.poll_interval);
+        // A fallback to polling says so always (in `Watch`); asked-for polling with -v.
+        if cfg.verbose
+            && let WatchMode::Poll(every) = cfg.mode
+        {
+            eprintln!(
+                "hub-tail: polling every {} (--poll)",
+                humantime::format_duration(every)
+            );
+        }
+        let globs: Vec<GlobInput> = cfg
+            .inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Glob(g) => GlobInput::new(g).ok(),
+                _ => None,
+            })
+            .collect();
+        let excluded: HashSet<PathBuf> = {
+            let mut tmp = state_path.clone().into_os_string();
+            tmp.push(".tmp");
+            [state_path.clone(), PathBuf::from(tmp)].into()
+        };
+        let mut s = Session {
+            cfg,
+            publisher,
+            state,
+            watch,
+            globs,
+            tracked: Vec::new(),
+            known: HashSet::new(),
+            excluded,
+            seen: HashMap::new(),
+            inflight: InFlight::default(),
+            batch: Vec::new(),
+            dirty: true,
+            stopping: None,
+            last_save: Instant::now(),
+            unsaved: false,
+            progress: Progress::new(!cfg.quiet),
+            last_progress: tokio::time::Instant::now(),
+            stalled: false,
+        };
+        for input in &cfg.inputs {
+            if let Input::Path(p) = input {
+                s.add(p.clone(), cfg.start);
+            }
+        }
+        for p in s.scan_globs() {
+            if is_rotated_copy(&p, &s.state, &s.seen) {
+                s.known.insert(p);
+                continue;
+            }
+            s.add(p, cfg.start);
+        }
+        Ok(s)
     }
-    let globs: Vec<GlobInput> = cfg
-        .inputs
-        .iter()
-        .filter_map(|i| match i {
-            Input::Glob(g) => GlobInput::new(g).ok(),
-            _ => None,
-        })
-        .collect();
-    let mut followers: Vec<Follower> = Vec::new();
-    let mut files: Vec<String> = Vec::new();
-    let mut known: HashSet<PathBuf> = HashSet::new();
-    let excluded: HashSet<PathBuf> = {
-        let mut tmp = state_path.clone().into_os_string();
-        tmp.push(".tmp");
-        [state_path.clone(), PathBuf::from(tmp)].into()
-    };
-    // Identities of every file followed in this run: a glob match that is one of
-    // them under a new name (app.log.1 after a rotation) was already read.
-    // (The follower that first read each.)
-    let mut seen: HashMap<FileId, Seen> = HashMap::new();
-    let add = |path: PathBuf,
-               start: Start,
-               watch: &mut Watch,
-               followers: &mut Vec<Follower>,
-               files: &mut Vec<String>,
-               known: &mut HashSet<PathBuf>| {
-        if excluded.contains(&path) || !known.insert(path.clone()) {
+
+    /// Follows `path` from `start`, unless it is excluded or already known.
+    fn add(&mut self, path: PathBuf, start: Start) {
+        let cfg = self.cfg;
+        if self.excluded.contains(&path) || !self.known.insert(path.clone()) {
             return;
         }
         if let Some(dir) = path.parent() {
-            watch.watch_dir(dir);
+            self.watch.watch_dir(dir);
         }
         let mut f = Follower::new(path.clone(), cfg.topic_for(&path), start, cfg.max_line);
         f.verbose = cfg.verbose;
         f.quiet = cfg.quiet;
         f.rotate_wait = cfg.rotate_wait;
-        if cfg.verbose && start == Start::FromStart && !followers.is_empty() {
+        if cfg.verbose && start == Start::FromStart && !self.tracked.is_empty() {
             eprintln!("hub-tail: following new file {}", path.display());
         }
-        files.push(path.to_string_lossy().into_owned());
-        followers.push(f);
-    };
-    for input in &cfg.inputs {
-        if let Input::Path(p) = input {
-            add(
-                p.clone(),
-                cfg.start,
-                &mut watch,
-                &mut followers,
-                &mut files,
-                &mut known,
+        self.tracked.push(Tracked {
+            file: path.to_string_lossy().into_owned(),
+            follower: f,
+            in_flight: 0,
+        });
+    }
+
+    /// The paths the globs match now, sorted.
+    fn scan_globs(&mut self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for g in &self.globs {
+            g.scan(&mut self.watch, &mut found);
+        }
+        found.sort();
+        found
+    }
+
+    /// Steps every follower within the window's room and sends what they read.
+    async fn step(&mut self) -> Result<(), Exit> {
+        self.dirty = false;
+        let mut budget = Budget {
+            items: MAX_INFLIGHT - self.inflight.len(),
+            bytes: STEP_BYTES,
+        };
+        let events = Events { cfg: self.cfg };
+        let mut identity = false;
+        for (i, t) in self.tracked.iter_mut().enumerate() {
+            let f = &mut t.follower;
+            let saved = if f.needs_saved() {
+                self.state.get(&f.path).cloned()
+            } else {
+                None
+            };
+            let file = &t.file;
+            let topic = f.topic.clone();
+            let batch = &mut self.batch;
+            let mut emit = |item: Item<'_>| {
+                let (uid, end) = match item {
+                    Item::Line { uid, end, .. } | Item::Rotated { uid, end, .. } => (uid, end),
+                };
+                let flight = Flight {
+                    follower: i,
+                    uid,
+                    end,
+                };
+                batch.push((flight, events.item_for(&topic, file, &item)));
+            };
+            let seen = &self.seen;
+            let elsewhere = |id: FileId, head: &[u8]| {
+                seen.get(&id)
+                    .is_some_and(|s| s.follower != i && s.matches(head))
+            };
+            let st: Stepped = f.step_with(
+                saved.as_ref(),
+                t.in_flight,
+                &mut budget,
+                &elsewhere,
+                &mut emit,
+            );
+            if st.identity {
+                identity = true;
+                if let Some(fs) = f.file_state() {
+                    self.state.set(&f.path, fs);
+                }
+            }
+            self.dirty |= st.more;
+        }
+        for (i, t) in self.tracked.iter().enumerate() {
+            if let Some((id, fp_len, fp)) = t.follower.current() {
+                let e = self.seen.entry(id).or_insert(Seen {
+                    follower: i,
+                    fp_len,
+                    fp,
+                });
+                if e.follower == i {
+                    (e.fp_len, e.fp) = (fp_len, fp);
+                }
+            }
+        }
+        if identity {
+            save(&mut self.state)?;
+            self.last_save = Instant::now();
+            self.unsaved = false;
+        }
+        self.progress
+            .update(self.tracked.iter().map(|t| t.follower.backlog()).sum());
+        if self.inflight.is_empty() && !self.batch.is_empty() {
+            self.last_progress = tokio::time::Instant::now();
+        }
+        for (f, _) in &self.batch {
+            self.tracked[f.follower].in_flight += 1;
+        }
+        send_batch(&mut self.inflight, self.publisher, &mut self.batch)
+            .await
+            .map_err(|e| fatal(&e))
+    }
+
+    /// Saves the acknowledged positions when everything in flight is acknowledged,
+    /// or at most every [`SAVE_EVERY`].
+    fn save_acked(&mut self) -> Result<(), Exit> {
+        if self.unsaved && (self.inflight.is_empty() || self.last_save.elapsed() >= SAVE_EVERY) {
+            for t in &self.tracked {
+                if let Some(fs) = t.follower.file_state() {
+                    self.state.set(&t.follower.path, fs);
+                }
+            }
+            save(&mut self.state)?;
+            self.last_save = Instant::now();
+            self.unsaved = false;
+        }
+        Ok(())
+    }
+
+    /// True once stopping and everything is acknowledged, or [`DRAIN_LIMIT`] passed
+    /// (then what is left is said).
+    fn drained(&self) -> bool {
+        let Some(since) = self.stopping else {
+            return false;
+        };
+        if !self.inflight.is_empty() && since.elapsed() < DRAIN_LIMIT {
+            return false;
+        }
+        if !self.inflight.is_empty() {
+            eprintln!(
+                "hub-tail: {} line(s) not acknowledged by the hub; they are sent again on the next start",
+                self.inflight.len()
+            );
+        }
+        true
+    }
+
+    /// Waits for an ack, a wake-up, a grace period's end, a stall or the end.
+    async fn wait(
+        &mut self,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Wake {
+        let grace_end = if self.dirty || self.stopping.is_some() {
+            None // a step is due anyway
+        } else {
+            self.tracked
+                .iter()
+                .filter_map(|t| t.follower.wake_at())
+                .min()
+        };
+        let stopping = self.stopping.is_some();
+        let in_flight = !self.inflight.is_empty();
+        tokio::select! {
+            _ = self.inflight.answered() => Wake::Ack,
+            _ = self.watch.wait(), if !stopping => Wake::Watch,
+            _ = sleep_until_std(grace_end), if grace_end.is_some() => Wake::Timer,
+            _ = tokio::time::sleep_until(self.last_progress + STALL), if in_flight && !self.stalled => Wake::Stall,
+            _ = shutdown, if !stopping => Wake::Stop,
+            _ = tokio::time::sleep(DRAIN_LIMIT), if stopping => Wake::Stop,
+        }
+    }
+
+    /// Outcomes came in: hand them to their followers.
+    fn on_ack(&mut self) -> Result<(), Exit> {
+        self.last_progress = tokio::time::Instant::now();
+        if self.stalled {
+            self.stalled = false;
+            if !self.cfg.quiet {
+                eprintln!(
+                    "hub-tail: the hub at {} is back; reading again",
+                    self.publisher.url()
+                );
+            }
+        }
+        while let Some((flight, result)) = self.inflight.pop_answered() {
+            let t = &mut self.tracked[flight.follower];
+            match result {
+                Ok(_) => {}
+                Err(e) if self.publisher.has_failed() || matches!(e, ClientError::Closed) => {
+                    return Err(fatal(&e));
+                }
+                Err(e) => eprintln!(
+                    "hub-tail: the hub refused a line of {} (before offset {}): {e}; skipping it",
+                    t.file, flight.end
+                ),
+            }
+            t.follower.acked(flight.uid, flight.end);
+            t.in_flight -= 1;
+            self.unsaved = true;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// A directory changed: follow the globs' new matches from their start.
+    fn on_watch(&mut self) {
+        self.dirty = true;
+        for p in self.scan_globs() {
+            if self.known.contains(&p) {
+                continue;
+            }
+            if is_rotated_copy(&p, &self.state, &self.seen) {
+                if self.cfg.verbose {
+                    eprintln!(
+                        "hub-tail: not following {}: it is a file already followed, renamed",
+                        p.display()
+                    );
+                }
+                self.known.insert(p);
+                continue;
+            }
+            self.add(p, Start::FromStart);
+        }
+    }
+
+    /// Nothing was acknowledged for [`STALL`]: say that reading is paused.
+    fn on_stall(&mut self) {
+        self.stalled = true;
+        if !self.cfg.quiet {
+            eprintln!(
+                "hub-tail: the hub at {} has acknowledged nothing for {}s; reading is paused until it is back (the files are the buffer)",
+                self.publisher.url(),
+                STALL.as_secs()
             );
         }
     }
-    let mut found = Vec::new();
-    for g in &globs {
-        g.scan(&mut watch, &mut found);
-    }
-    found.sort();
-    for p in found.drain(..) {
-        if is_rotated_copy(&p, &state, &seen) {
-            known.insert(p);
-            continue;
-        }
-        add(
-            p,
-            cfg.start,
-            &mut watch,
-            &mut followers,
-            &mut files,
-            &mut known,
-        );
-    }
 
-    let events = Events { cfg: &cfg };
-    let mut inflight: InFlight<Flight> = InFlight::default();
-    let mut per_follower: Vec<usize> = vec![0; followers.len()];
-    let mut dirty = true;
-    let mut stopping: Option<Instant> = None;
-    let mut last_save = Instant::now();
-    let mut unsaved = false;
-    let mut progress = Progress::new(!cfg.quiet);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut batch: Vec<(Flight, NewEvent)> = Vec::new();
-    // When the window last moved (an ack, or a send into an empty window).
-    let mut last_progress = tokio::time::Instant::now();
-    let mut stalled = false;
-    loop {
-        // 1. Read and send, when there is room.
-        if stopping.is_none() && dirty && inflight.len() <= LOW_WATER {
-            dirty = false;
-            per_follower.resize(followers.len(), 0);
-            let mut budget = Budget {
-                items: MAX_INFLIGHT - inflight.len(),
-                bytes: STEP_BYTES,
-            };
-            let mut identity = false;
-            for (i, f) in followers.iter_mut().enumerate() {
-                let saved = if f.needs_saved() {
-                    state.get(&f.path).cloned()
-                } else {
-                    None
-                };
-                let file = &files[i];
-                let topic = f.topic.clone();
-                let mut emit = |item: Item<'_>| {
-                    let (uid, end) = match item {
-                        Item::Line { uid, end, .. } | Item::Rotated { uid, end, .. } => (uid, end),
-                    };
-                    let flight = Flight {
-                        follower: i,
-                        uid,
-                        end,
-                    };
-                    batch.push((flight, events.item_for(&topic, file, &item)));
-                };
-                let elsewhere = |id: FileId, head: &[u8]| {
-                    seen.get(&id)
-                        .is_some_and(|s| s.follower != i && s.matches(head))
-                };
-                let st: Stepped = f.step_with(
-                    saved.as_ref(),
-                    per_follower[i],
-                    &mut budget,
-                    &elsewhere,
-                    &mut emit,
-                );
-                if st.identity {
-                    identity = true;
-                    if let Some(fs) = f.file_state() {
-                        state.set(&f.path, fs);
-                    }
-                }
-                dirty |= st.more;
-            }
-            for (i, f) in followers.iter().enumerate() {
-                if let Some((id, fp_len, fp)) = f.current() {
-                    let e = seen.entry(id).or_insert(Seen {
-                        follower: i,
-                        fp_len,
-                        fp,
-                    });
-                    if e.follower == i {
-                        (e.fp_len, e.fp) = (fp_len, fp);
-                    }
-                }
-            }
-            if identity {
-                save(&mut state)?;
-                last_save = Instant::now();
-                unsaved = false;
-            }
-            progress.update(followers.iter().map(Follower::backlog).sum());
-            if inflight.is_empty() && !batch.is_empty() {
-                last_progress = tokio::time::Instant::now();
-            }
-            for (f, _) in &batch {
-                per_follower[f.follower] += 1;
-            }
-            if let Err(e) = send_batch(&mut inflight, publisher, &mut batch).await {
-                return Err(fatal(&e, publisher));
-            }
-        }
-
-        // 2. Save positions the hub has acknowledged.
-        if unsaved && (inflight.is_empty() || last_save.elapsed() >= SAVE_EVERY) {
-            for f in &followers {
-                if let Some(fs) = f.file_state() {
-                    state.set(&f.path, fs);
-                }
-            }
-            save(&mut state)?;
-            last_save = Instant::now();
-            unsaved = false;
-        }
-        if let Some(since) = stopping
-            && (inflight.is_empty() || since.elapsed() >= DRAIN_LIMIT)
-        {
-            if !inflight.is_empty() {
-                eprintln!(
-                    "hub-tail: {} line(s) not acknowledged by the hub; they are sent again on the next start",
-                    inflight.len()
-                );
-            }
-            return Ok(());
-        }
-
-        // 3. Wait for an ack, a wake-up or the end.
-        let grace_end = if dirty || stopping.is_some() {
-            None // a step is due anyway
-        } else {
-            followers.iter().filter_map(Follower::wake_at).min()
-        };
-        let wake = tokio::select! {
-            _ = inflight.answered() => Wake::Ack,
-            _ = watch.wait(), if stopping.is_none() => Wake::Watch,
-            _ = sleep_until_std(grace_end), if grace_end.is_some() => Wake::Timer,
-            _ = tokio::time::sleep_until(last_progress + STALL), if !inflight.is_empty() && !stalled => Wake::Stall,
-            _ = &mut shutdown, if stopping.is_none() => Wake::Stop,
-            _ = tokio::time::sleep(DRAIN_LIMIT), if stopping.is_some() => Wake::Stop,
-        };
-        match wake {
-            Wake::Ack => {
-                last_progress = tokio::time::Instant::now();
-                if stalled {
-                    stalled = false;
-                    if !cfg.quiet {
-                        eprintln!(
-                            "hub-tail: the hub at {} is back; reading again",
-                            publisher.url()
-                        );
-                    }
-                }
-                while let Some((flight, result)) = inflight.pop_answered() {
-                    match result {
-                        Ok(_) => {}
-                        Err(e) if publisher.has_failed() || matches!(e, ClientError::Closed) => {
-                            return Err(fatal(&e, publisher));
-                        }
-                        Err(e) => eprintln!(
-                            "hub-tail: the hub refused a line of {} (before offset {}): {e}; skipping it",
-                            files[flight.follower], flight.end
-                        ),
-                    }
-                    followers[flight.follower].acked(flight.uid, flight.end);
-                    per_follower[flight.follower] -= 1;
-                    unsaved = true;
-                }
-                dirty = true;
-            }
-            Wake::Watch => {
-                dirty = true;
-                for g in &globs {
-                    g.scan(&mut watch, &mut found);
-                }
-                found.sort();
-                for p in found.drain(..) {
-                    if known.contains(&p) {
-                        continue;
-                    }
-                    if is_rotated_copy(&p, &state, &seen) {
-                        if cfg.verbose {
-                            eprintln!(
-                                "hub-tail: not following {}: it is a file already followed, renamed",
-                                p.display()
-                            );
-                        }
-                        known.insert(p);
-                        continue;
-                    }
-                    add(
-                        p,
-                        Start::FromStart,
-                        &mut watch,
-                        &mut followers,
-                        &mut files,
-                        &mut known,
-                    );
-                }
-            }
-            Wake::Timer => dirty = true,
-            Wake::Stall => {
-                stalled = true;
-                if !cfg.quiet {
-                    eprintln!(
-                        "hub-tail: the hub at {} has acknowledged nothing for {}s; reading is paused until it is back (the files are the buffer)",
-                        publisher.url(),
-                        STALL.as_secs()
-                    );
-                }
-            }
-            Wake::Stop => {
-                if stopping.is_none() {
-                    stopping = Some(Instant::now());
-                    progress.update(0);
-                }
-            }
+    /// SIGINT/SIGTERM (or the drain's limit): stop reading, drain what is in flight.
+    fn on_stop(&mut self) {
+        if self.stopping.is_none() {
+            self.stopping = Some(Instant::now());
+            self.progress.update(0);
         }
     }
 }
@@ -555,8 +633,7 @@ fn save(state: &mut StateFile) -> Result<(), Exit> {
 }
 
 /// The exit for a publisher that gave up.
-fn fatal(e: &ClientError, publisher: &Publisher) -> Exit {
-    let _ = publisher;
+fn fatal(e: &ClientError) -> Exit {
     Exit::new(exit::code_for_client(e), e.to_string())
 }
 

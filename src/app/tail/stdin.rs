@@ -42,7 +42,7 @@ pub(super) async fn run_stdin(
                 flushed = true;
             }
             if let Err(e) = send_batch(&mut inflight, publisher, &mut batch).await {
-                return Err(fatal(&e, publisher));
+                return Err(fatal(&e));
             }
         }
         if flushed && inflight.is_empty() {
@@ -64,7 +64,7 @@ pub(super) async fn run_stdin(
                 while let Some(((), result)) = inflight.pop_answered() {
                     if let Err(e) = result {
                         if publisher.has_failed() || matches!(e, ClientError::Closed) {
-                            return Err(fatal(&e, publisher));
+                            return Err(fatal(&e));
                         }
                         eprintln!("hub-tail: the hub refused a line of stdin: {e}; skipping it");
                     }
