@@ -9,14 +9,18 @@
 //! - [`client`]: the reconnecting WebSocket client (Publisher, Subscriber) of the
 //!   client commands.
 //! - [`exit`]: the SPEC §4 exit-code table and the mapping from errors to it.
-//! - [`cli`]: command-line flags of the client commands (`hub-emit`, `hub-sub`, `hub-tail`).
+//! - [`app`]: the four programs, one folder each (`serve`, `emit`, `sub`, `tail`):
+//!   each loop with its input handling and output; `hub-sub`'s printing is
+//!   [`app::sub::output`].
+//! - [`cli`]: command-line flags of the four commands (clap), the shared hub flags,
+//!   the duration and size grammar, man pages and completions.
 //! - [`follow`]: following log files like `tail -F` for `hub-tail`: rotation, positions,
 //!   wake-ups.
-//! - [`output`]: how `hub-sub` prints events (json, data, text, progress bars).
 //! - [`dashboard`]: the browser dashboard `hub-serve` serves at `/`: its embedded
 //!   page, script and style, with their headers (CSP, ETag).
 //! - [`stdin`]: standard input read by a thread of its own (`hub-emit`, `hub-tail -`).
 
+pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -29,7 +33,6 @@ pub mod follow;
 pub mod fuzzing;
 pub mod json;
 pub mod matching;
-pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

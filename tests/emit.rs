@@ -540,3 +540,61 @@ fn one_shot_falls_back_to_the_websocket() {
     assert!(seen[0].starts_with("POST /publish "), "{seen:?}");
     assert!(seen[1].starts_with("GET /ws "), "{seen:?}");
 }
+
+/// The stored text of every event matching `query` (GET /events), one per line.
+fn stored_lines(hub: &Hub, query: &str) -> Vec<String> {
+    let url = format!("{}/events?since=0&limit=100000&{query}", hub.http_url());
+    let mut resp = common::http().get(&url).call().unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.body_mut().read_to_string().unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+/// `data` keeps the key order it was written in on every path: a raw `--lines`
+/// object, one with KEY=VALUE fields merged in (appended in their order), a plain
+/// line with fields, `--events`, and a one-shot event with --data and fields.
+#[test]
+fn data_keeps_its_key_order_on_every_path() {
+    let hub = Hub::start(&[]);
+    let lines = |args: &[&str], input: &[u8]| {
+        let mut c = bin("hub-emit");
+        c.arg("--url").arg(hub.ws_url()).args(args);
+        let (st, _, err) = run(&mut c, input, Duration::from_secs(20));
+        assert!(st.success(), "{err}");
+    };
+    lines(&["ko:raw", "--lines"], b"{\"z\":1,\"a\":2,\"m\":3}\n");
+    lines(
+        &["ko:fields", "--lines", "y=b", "b:=[1]"],
+        b"{\"z\":1,\"a\":2,\"y\":0}\nplain\n",
+    );
+    lines(
+        &["--events"],
+        b"{\"topic\":\"ko:events\",\"data\":{\"z\":1,\"a\":{\"q\":1,\"b\":2}}}\n",
+    );
+    let (st, _, err) = emit(
+        &hub,
+        &["ko:one", "--data", r#"{"z":1,"a":2}"#, "m=x", "c=y"],
+    );
+    assert!(st.success(), "{err}");
+
+    let data_of = |topic: &str| -> Vec<String> {
+        stored_lines(&hub, &format!("topic={topic}"))
+            .iter()
+            .map(|l| {
+                // The stored form ends with `"data":DATA}`.
+                let at = l.rfind("\"data\":").expect(l) + 7;
+                l[at..l.len() - 1].to_string()
+            })
+            .collect()
+    };
+    assert_eq!(data_of("ko:raw"), [r#"{"z":1,"a":2,"m":3}"#]);
+    assert_eq!(
+        data_of("ko:fields"),
+        [
+            r#"{"z":1,"a":2,"y":"b","b":[1]}"#,
+            r#"{"line":"plain","y":"b","b":[1]}"#
+        ]
+    );
+    assert_eq!(data_of("ko:events"), [r#"{"z":1,"a":{"q":1,"b":2}}"#]);
+    assert_eq!(data_of("ko:one"), [r#"{"z":1,"a":2,"m":"x","c":"y"}"#]);
+}

@@ -551,6 +551,53 @@ fn json_lines_become_the_data() {
     assert_eq!(ev[1]["data"]["line"], "plain");
 }
 
+/// With --json, an object line's keys keep their order in the stored bytes (`file`
+/// is appended when missing); a plain line is stored as `{"file":...,"line":...}`.
+#[test]
+fn json_lines_keep_their_key_order() {
+    let hub = Hub::start(&["--memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("order.log");
+    append(&log, "{\"z\":1,\"a\":{\"y\":2,\"b\":3}}\nplain\n");
+    let tail = Tail::start(
+        &hub,
+        dir.path(),
+        &[
+            log.to_str().unwrap(),
+            "--from-start",
+            "--json",
+            "--topic",
+            "log:order",
+        ],
+    );
+    wait_until("two events", LIMIT, || events(&hub, "log:order").len() == 2);
+    let url = format!("{}/events?topic=log:order&since=0&limit=10", hub.http_url());
+    let body = http()
+        .get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let file = serde_json::to_string(log.to_str().unwrap()).unwrap();
+    let stored: Vec<&str> = body.lines().collect();
+    assert!(
+        stored[0].ends_with(&format!(
+            "\"data\":{{\"z\":1,\"a\":{{\"y\":2,\"b\":3}},\"file\":{file}}}}}"
+        )),
+        "{} {}",
+        stored[0],
+        tail.stderr()
+    );
+    assert!(
+        stored[1].ends_with(&format!(
+            "\"data\":{{\"file\":{file},\"line\":\"plain\"}}}}"
+        )),
+        "{}",
+        stored[1]
+    );
+}
+
 #[test]
 fn over_long_lines_are_split_and_nothing_is_lost() {
     let hub = Hub::start(&["--memory"]);

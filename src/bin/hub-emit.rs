@@ -1,10 +1,11 @@
-//! `hub-emit`: publish events to a hub. Everything is in [`hub::cli::emit`].
+//! `hub-emit`: publish events to a hub. Everything is in [`hub::app::emit`].
 //!
 //! A current-thread runtime: one connection and one event loop, and it starts fast
 //! (a one-shot `hub-emit` is meant to take a few milliseconds).
 
 use clap::Parser;
-use hub::cli::emit::{EmitArgs, run};
+use hub::app::emit::run;
+use hub::cli::emit::EmitArgs;
 use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
@@ -18,7 +19,6 @@ async fn main() -> ExitCode {
     }
 }
 
-// No `#[global_allocator]`: the system allocator. mimalloc (hub-serve's) costs a
-// one-shot `hub-emit TOPIC` ~0.4 ms of its ~2 ms (its first allocation faults in
-// transparent huge pages, and it returns memory at exit): median 2.11 ms with
-// mimalloc, 1.73 ms without, against a local hub (hyperfine -N, 80 runs).
+// No `#[global_allocator]`: the system allocator. mimalloc (hub-serve's) slows a
+// one-shot `hub-emit TOPIC`'s start-up: its first allocation faults in transparent
+// huge pages, and it returns memory at exit.

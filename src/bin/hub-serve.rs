@@ -1,7 +1,8 @@
 //! `hub-serve`: the broker. Parses the command line and hands it to the library.
 
 use clap::Parser;
-use hub::cli::serve::{ServeArgs, execute};
+use hub::app::serve::run;
+use hub::cli::serve::ServeArgs;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -9,14 +10,14 @@ fn main() -> ExitCode {
     hub::cli::docs::generate_if_asked("hub-serve");
     let args = ServeArgs::parse();
     if args.check {
-        return ExitCode::from(hub::cli::serve::run_check(&args));
+        return ExitCode::from(hub::app::serve::run_check(&args));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()
         .build();
     let result = match runtime {
-        Ok(rt) => rt.block_on(execute(args)),
+        Ok(rt) => rt.block_on(run(args)),
         Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
     };
     match result {
@@ -30,9 +31,8 @@ fn main() -> ExitCode {
 
 /// Threads for the connections: one core fewer than the machine has (one at
 /// least), as the log's writer thread keeps a core busy under load. On two cores a
-/// second worker only added wake-ups: each event woke both workers (two context
-/// switches instead of one), and a publish at 1,000 events/s cost the hub 40 % more
-/// CPU, with no gain in throughput (W1, W2). `TOKIO_WORKER_THREADS` overrides.
+/// second worker only adds wake-ups (each event wakes both workers) and CPU, with no
+/// gain in throughput. `TOKIO_WORKER_THREADS` overrides.
 fn worker_threads() -> usize {
     let set = std::env::var("TOKIO_WORKER_THREADS").ok();
     match set.and_then(|v| v.trim().parse::<usize>().ok()) {
@@ -49,9 +49,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process. Where the system default is
 /// `always`, the heap otherwise grows in 2 MiB steps, each zeroed when first touched:
-/// an idle hub held 25 MiB instead of 7 MiB, and a fresh hub under a stream spent a
-/// fifth of its time zeroing pages (bench/: W1 and W5, same medians, less spread).
-/// As Redis and most databases advise; the kernel's setting is not changed.
+/// an idle hub holds several times the memory it uses, and a fresh hub under a stream
+/// spends its time zeroing pages. As Redis and most databases advise; the kernel's
+/// setting is not changed.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and touches no memory

@@ -1,8 +1,9 @@
 //! `hub-tail`: follow log files and publish each line to the hub. See
-//! [`hub::cli::tail`] and [`hub::follow`].
+//! [`hub::app::tail`] and [`hub::follow`].
 
 use clap::Parser;
-use hub::cli::tail::{TailArgs, main as tail_main};
+use hub::app::tail::run;
+use hub::cli::tail::TailArgs;
 use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
@@ -10,7 +11,7 @@ async fn main() -> ExitCode {
     hub::cli::docs::generate_if_asked("hub-tail");
     let args = TailArgs::parse();
     args.hub.init_logging("hub-tail");
-    match tail_main(args).await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hub-tail: {e}");
@@ -20,5 +21,5 @@ async fn main() -> ExitCode {
 }
 
 // No `#[global_allocator]`: the system allocator. hub-tail allocates little per
-// line; mimalloc only added start-up time (1.8 ms vs 1.3 ms for `--version`) and
-// resident memory, as in hub-emit and hub-sub.
+// line; mimalloc only adds start-up time and resident memory, as in hub-emit and
+// hub-sub.

@@ -2,7 +2,8 @@
 //! the library's configuration. The man pages and completions are generated from here.
 //!
 //! Shared by the client commands: the hub connection flags (`--url`, `--token`,
-//! `--token-file`), verbosity (`-v`, `-q`), duration parsing and logging setup.
+//! `--token-file`), verbosity (`-v`, `-q`), the one duration grammar and the one size
+//! grammar of every command, and logging setup.
 //! Each command's own flags live in its module.
 
 pub mod docs;
@@ -146,7 +147,11 @@ where
     }
 }
 
-/// Parses a duration: `500ms`, `30s`, `10m`, `2h`, `1h30m`; a bare number is seconds.
+/// What a duration flag accepts, for its error message.
+const DURATIONS: &str = "use e.g. 500ms, 30s, 10m, 2h, 7d, 1h30m or a number of seconds (90, 1.5)";
+
+/// Parses a duration, the grammar of every command's duration flags: `500ms`, `30s`,
+/// `10m`, `2h`, `7d`, `1h30m`; a bare number is seconds (`90`, `1.5`).
 ///
 /// # Errors
 /// A message naming what is accepted.
@@ -158,9 +163,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     {
         return Ok(Duration::from_secs_f64(secs));
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("invalid duration {s:?} ({e}); use e.g. 500ms, 30s, 10m, 2h or a number of seconds")
-    })
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?} ({e}); {DURATIONS}"))
+}
+
+/// Parses a size in bytes, the grammar of every command's size flags: `65536`,
+/// `64KiB`, `512MiB`, `1GiB` (also `64KB` = 64,000 and `64K` = 65,536).
+///
+/// # Errors
+/// A message naming what is accepted.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {s:?} ({e}); use e.g. 65536, 64KiB, 512MiB, 1GiB"))
 }
 
 #[cfg(test)]
@@ -174,8 +189,35 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        let e = parse_duration("soon").unwrap_err();
-        assert!(e.contains("500ms"), "{e}");
-        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["soon", "-1", "", "1x", "inf", "NaN"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("500ms") && e.contains("seconds"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536").unwrap(), 65536);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("32KiB").unwrap(), 32768);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size(" 1KiB ").unwrap(), 1024);
+        for bad in ["lots", "", "-1", "1XiB"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("64KiB"),
+                "{e}"
+            );
+        }
     }
 }

@@ -1,12 +1,11 @@
 //! The flags of `hub-tail` (clap derive) and their conversion into a
-//! [`follow::run::Config`](crate::follow::run::Config). Not the following itself: see
+//! [`Config`]. The program is [`crate::app::tail`]; following a file is
 //! [`crate::follow`].
 
 use super::docs::Page;
 use super::{HubArgs, parse_duration};
-use crate::exit::Exit;
+use crate::app::tail::{Config, Input};
 use crate::follow::Start;
-use crate::follow::run::{self, Config, Input};
 use crate::follow::watch::WatchMode;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -146,7 +145,7 @@ pub struct TailArgs {
     pub json: bool,
 
     /// Longest line, in bytes of JSON-encoded text, before it is split into pieces.
-    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = parse_max_line)]
     pub max_line: usize,
 
     /// The events' source (default: the host name).
@@ -157,17 +156,15 @@ pub struct TailArgs {
     pub hub: HubArgs,
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
-    let size: bytesize::ByteSize = s
-        .parse()
-        .map_err(|e| format!("invalid size {s:?} ({e}); use e.g. 16KiB, 32KiB or 65536"))?;
-    let n = size.as_u64() as usize;
+/// `--max-line`: a size (the shared grammar) from 256 B to 16 MiB.
+fn parse_max_line(s: &str) -> Result<usize, String> {
+    let n = super::parse_size(s)?;
     if !(256..=16 << 20).contains(&n) {
         return Err(format!(
             "--max-line must be between 256 B and 16 MiB (got {s})"
         ));
     }
-    Ok(n)
+    Ok(n as usize)
 }
 
 impl TailArgs {
@@ -203,24 +200,6 @@ impl TailArgs {
         cfg.quiet = self.hub.quiet;
         cfg
     }
-}
-
-/// Runs `hub-tail` until SIGINT/SIGTERM (or the end of stdin).
-///
-/// # Errors
-/// [`Exit`] with the SPEC exit code.
-pub async fn main(args: TailArgs) -> Result<(), Exit> {
-    let cfg = args.config();
-    cfg.validate()?;
-    // hub-tail never gives up on an outage: the file is the buffer.
-    let opts = args.hub.connect_options(None)?;
-    let publisher = crate::client::Publisher::start(&opts)
-        .map_err(|e| Exit::new(crate::exit::code_for_client(&e), e.to_string()))?;
-    let token = crate::shutdown::on_signal();
-    let result = run::run(cfg, &publisher, token.cancelled_owned()).await;
-    // Everything acknowledged is saved; do not wait long for the rest.
-    let _ = tokio::time::timeout(Duration::from_secs(1), publisher.close()).await;
-    result
 }
 
 #[cfg(test)]
@@ -266,6 +245,6 @@ mod tests {
             .config();
         assert_eq!(d.inputs, vec![Input::Stdin]);
         assert_eq!(d.max_line, crate::follow::DEFAULT_MAX_LINE);
-        assert_eq!(d.rotate_wait, run::DEFAULT_ROTATE_WAIT);
+        assert_eq!(d.rotate_wait, crate::app::tail::DEFAULT_ROTATE_WAIT);
     }
 }

@@ -250,7 +250,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], json);
-        assert_eq!(lines[1], r#"{"message":"compiling\nnow","percent":50}"#);
+        // The order it was stored in, as in the json line.
+        assert_eq!(lines[1], r#"{"percent":50,"message":"compiling\nnow"}"#);
         assert!(
             lines[2].ends_with("Z task:b progress compiling\\nnow"),
             "{}",
