@@ -220,12 +220,41 @@ impl ServerFrame {
 /// re-serializing the event.
 pub fn event_frame(sub_json: &str, event_json: &str) -> String {
     let mut s = String::with_capacity(34 + sub_json.len() + event_json.len());
-    s.push_str(r#"{"type":"event","sub":"#);
+    s.push_str(EVENT_FRAME_TYPE);
     s.push_str(sub_json);
-    s.push_str(r#","event":"#);
+    s.push_str(EVENT_FRAME_EVENT);
     s.push_str(event_json);
     s.push('}');
     s
+}
+
+/// What [`event_frame`] writes before the subscription's name, and between it and
+/// the event.
+const EVENT_FRAME_TYPE: &str = r#"{"type":"event","sub":"#;
+const EVENT_FRAME_EVENT: &str = r#","event":"#;
+
+/// The start of the `event` frames of subscription `sub_json` (its name as a JSON
+/// string) up to the event, as [`event_frame`] writes them.
+pub fn event_frame_prefix(sub_json: &str) -> String {
+    [EVENT_FRAME_TYPE, sub_json, EVENT_FRAME_EVENT].concat()
+}
+
+/// The event of an `event` frame that starts with `prefix` (see
+/// [`event_frame_prefix`]), as a byte range of `text`, sliced without a JSON parser;
+/// `None` for any other frame.
+pub fn split_event_frame(text: &str, prefix: &str) -> Option<std::ops::Range<usize>> {
+    (text.starts_with(prefix) && text.ends_with('}')).then(|| prefix.len()..text.len() - 1)
+}
+
+/// The id of an event encoded the hub's way (`{"id":42,"ts":...`), without a
+/// parser; `None` for any other shape.
+pub fn event_id(json: &str) -> Option<u64> {
+    let rest = json.strip_prefix(r#"{"id":"#)?;
+    let end = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if end == 0 || rest.as_bytes().get(end) != Some(&b',') {
+        return None;
+    }
+    rest[..end].parse().ok()
 }
 
 /// The `code` of an `error` frame or of an HTTP error body.

@@ -35,8 +35,11 @@
 //!   `hub-sub` asks for it when the hub sends `X-Hub-Max-Frame`.
 
 mod batch;
+mod encode;
 mod frames;
 pub(crate) mod quick;
 
 pub use batch::*;
+pub(crate) use encode::event_json;
+pub use encode::{EventHead, RawJson, publish_frame};
 pub use frames::*;
