@@ -37,11 +37,17 @@ mod subscriber;
 
 /// Re-exported for `cli/emit.rs`, which names them from here.
 pub use crate::protocol::{EventHead, RawJson};
+pub use crate::protocol::{Start, Subscribe};
+
+/// What a [`Subscriber`] asks for: the one [`Subscribe`] type, by the name
+/// `cli/sub.rs` uses. Its `batch` is not read: the subscriber asks for batches
+/// whenever the hub offers them.
+pub type SubscribeOptions = Subscribe;
 pub use connect::{Backoff, normalize_url, seconds};
 pub use in_flight::{Encoded, InFlight, WINDOW};
 pub use post::publish_once;
 pub use publisher::{Publisher, Ticket};
-pub use subscriber::{Received, Start, SubEvent, SubscribeOptions, Subscriber};
+pub use subscriber::{Received, SubEvent, Subscriber};
 
 use crate::event::EventError;
 use std::time::Duration;

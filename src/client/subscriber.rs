@@ -7,38 +7,11 @@ use super::connect::{
 };
 use super::{ClientError, ConnectOptions};
 use crate::event::Event;
-use crate::protocol::{ClientFrame, ServerFrame, close, event_id};
+use crate::protocol::{ClientFrame, ServerFrame, Start, Subscribe, close, event_id};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Start {
-    /// New events only.
-    #[default]
-    Live,
-    /// Every matching event with an id greater than this (`0`: all retained).
-    Since(u64),
-    /// The last N matching events, then live.
-    Last(u64),
-}
-
-/// What to subscribe to.
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
-    /// Topic globs, OR-ed; empty means every topic.
-    pub topics: Vec<String>,
-    /// `FIELD=VALUE` / `FIELD!=VALUE` filters, AND-ed.
-    pub filters: Vec<String>,
-    /// Event types, OR-ed; empty means every type.
-    pub types: Vec<String>,
-    pub start: Start,
-    /// A cursor name kept by the hub: the subscription starts after the stored cursor
-    /// if there is one, else at `start`. Moved with [`Subscriber::save_cursor`].
-    pub durable: Option<String>,
-}
 
 /// What [`Subscriber::next`] hands out.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +88,7 @@ pub struct Subscriber {
     token: Option<String>,
     timeout: Option<Duration>,
     reconnect: bool,
-    spec: SubscribeOptions,
+    spec: Subscribe,
     ws: Option<Ws>,
     /// The last event handed out.
     last_id: Option<u64>,
@@ -149,7 +122,7 @@ impl Subscriber {
     /// [`ClientError::Unreachable`], [`ClientError::Refused`], [`ClientError::Usage`].
     pub async fn connect(
         opts: &ConnectOptions,
-        spec: SubscribeOptions,
+        spec: Subscribe,
         reconnect: bool,
     ) -> Result<Subscriber, ClientError> {
         let url = normalize_url(&opts.url)?;
@@ -215,29 +188,25 @@ impl Subscriber {
 
     /// The subscribe frame for this (re)connect.
     fn subscribe_frame(&self) -> ClientFrame {
-        let (since, last, durable) = match self.seen_id {
-            // Resume after what was handed out. The durable cursor in the hub may lag
-            // behind it, so it is not used again.
-            Some(id) => (Some(id), None, None),
-            None => {
-                let (since, last) = match (self.spec.start, self.live_from) {
-                    (Start::Live, Some(l)) => (Some(l), None),
-                    (Start::Live, None) => (None, None),
-                    (Start::Since(s), _) => (Some(s), None),
-                    (Start::Last(n), _) => (None, Some(n)),
-                };
-                (since, last, self.spec.durable.clone())
-            }
+        let mut spec = Subscribe {
+            batch: self.batches,
+            ..self.spec.clone()
         };
+        match self.seen_id {
+            // Resume after the newest event received, handed out or still queued
+            // (the queued ones are handed out before anything the new connection
+            // brings). The durable cursor in the hub may lag behind it, so it is not
+            // used again.
+            Some(id) => (spec.since, spec.last, spec.durable) = (Some(id), None, None),
+            None => {
+                if let (Start::Live, Some(l)) = (self.spec.start(), self.live_from) {
+                    spec.since = Some(l);
+                }
+            }
+        }
         ClientFrame::Subscribe {
             sub: SUB.into(),
-            topics: self.spec.topics.clone(),
-            filters: self.spec.filters.clone(),
-            types: self.spec.types.clone(),
-            since,
-            last,
-            durable,
-            batch: self.batches,
+            spec,
         }
     }
 
@@ -384,7 +353,7 @@ impl Subscriber {
         };
         match frame {
             ServerFrame::Subscribed { last_id, .. } => {
-                if self.spec.start == Start::Live && self.live_from.is_none() {
+                if self.spec.start() == Start::Live && self.live_from.is_none() {
                     self.live_from = Some(last_id);
                 }
                 Some(Ok(SubEvent::Subscribed { last_id }))
@@ -492,5 +461,72 @@ mod tests {
         assert!(Received::new(Utf8Bytes::from("{}"), 0..2).is_err());
         assert_eq!(event_id(r#"{"id":,"#), None);
         assert_eq!(event_id(r#"{"id":-1,"#), None);
+    }
+
+    /// Reads the next `subscribe` frame from a mock hub connection.
+    async fn next_subscribe(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ) -> Subscribe {
+        loop {
+            if let Message::Text(t) = ws.next().await.unwrap().unwrap()
+                && let Ok(ClientFrame::Subscribe { spec, .. }) =
+                    serde_json::from_str::<ClientFrame>(&t)
+            {
+                return spec;
+            }
+        }
+    }
+
+    /// After a drop, the subscription asks again after the newest event received
+    /// (here the last of an `events` frame), not at its first start or its durable
+    /// cursor; what the hub sends again is not handed out twice.
+    #[tokio::test]
+    async fn resumes_after_the_newest_event_received() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let event =
+            |id: u64| format!(r#"{{"id":{id},"ts":"2026-12-03T00:00:00.000Z","topic":"t"}}"#);
+        let hub = tokio::spawn(async move {
+            let mut asked = Vec::new();
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            asked.push(next_subscribe(&mut ws).await);
+            let events = [1, 2, 3].map(event);
+            let prefix = crate::protocol::events_frame_prefix("\"s1\"");
+            let frame =
+                crate::protocol::events_frame(&prefix, events.iter().map(String::as_str), 0);
+            ws.send(Message::text(frame)).await.unwrap();
+            drop(ws);
+            let (s, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            asked.push(next_subscribe(&mut ws).await);
+            for id in [3, 4] {
+                let frame = crate::protocol::event_frame("\"s1\"", &event(id));
+                ws.send(Message::text(frame)).await.unwrap();
+            }
+            let _ = ws.next().await;
+            asked
+        });
+        let mut opts = ConnectOptions::new(format!("ws://{addr}"));
+        opts.timeout = Some(Duration::from_secs(10));
+        let spec = Subscribe {
+            durable: Some("d".into()),
+            ..Start::Last(5).into()
+        };
+        let mut sub = Subscriber::connect(&opts, spec.clone(), true)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        while ids.len() < 4 {
+            let next = tokio::time::timeout(Duration::from_secs(10), sub.next()).await;
+            if let SubEvent::Event(e) = next.expect("in time").unwrap() {
+                ids.push(e.id());
+            }
+        }
+        assert_eq!(ids, [1, 2, 3, 4]);
+        sub.close().await;
+        let asked = hub.await.unwrap();
+        assert_eq!(asked[0], spec);
+        assert_eq!(asked[1], Subscribe::from(Start::Since(3)));
     }
 }

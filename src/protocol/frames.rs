@@ -3,6 +3,7 @@
 //! and the close codes.
 
 use super::quick;
+use super::subscribe::Subscribe;
 use crate::event::{NewEvent, RawEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,22 +15,8 @@ use serde_json::Value;
 pub enum ClientFrame<E = NewEvent> {
     Subscribe {
         sub: String,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        topics: Vec<String>,
-        #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
-        filters: Vec<String>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        types: Vec<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        since: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        durable: Option<String>,
-        /// Beyond SPEC: events that are ready together may come in one `events`
-        /// frame (see [`events_frame`](super::events_frame)).
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        batch: bool,
+        #[serde(flatten)]
+        spec: Subscribe,
     },
     Unsubscribe {
         sub: String,
@@ -75,9 +62,7 @@ impl<'a> ClientFrame<RawEvent<'a>> {
         let f: FlatFrame<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let kind = f.kind.as_str();
         let allowed: &[&str] = match kind {
-            "subscribe" => &[
-                "sub", "topics", "where", "types", "since", "last", "durable", "batch",
-            ],
+            "subscribe" => &SUBSCRIBE_FIELDS,
             "unsubscribe" => &["sub"],
             "publish" => &["req", "event", "events"],
             "cursor" => &["durable", "id"],
@@ -112,13 +97,15 @@ impl<'a> ClientFrame<RawEvent<'a>> {
         Ok(match kind {
             "subscribe" => ClientFrame::Subscribe {
                 sub: f.sub.ok_or_else(|| missing("sub"))?,
-                topics: f.topics.unwrap_or_default(),
-                filters: f.filters.unwrap_or_default(),
-                types: f.types.unwrap_or_default(),
-                since: f.since,
-                last: f.last,
-                durable: f.durable,
-                batch: f.batch.unwrap_or(false),
+                spec: Subscribe {
+                    topics: f.topics.unwrap_or_default(),
+                    filters: f.filters.unwrap_or_default(),
+                    types: f.types.unwrap_or_default(),
+                    since: f.since,
+                    last: f.last,
+                    durable: f.durable,
+                    batch: f.batch.unwrap_or(false),
+                },
             },
             "unsubscribe" => ClientFrame::Unsubscribe {
                 sub: f.sub.ok_or_else(|| missing("sub"))?,
@@ -143,7 +130,20 @@ impl<'a> ClientFrame<RawEvent<'a>> {
     }
 }
 
-/// Every field any client frame may have; see [`ClientFrame::parse`].
+/// The fields of a `subscribe` frame: `sub` and those of [`Subscribe`].
+const SUBSCRIBE_FIELDS: [&str; 8] = {
+    let mut all = ["sub"; 8];
+    let mut i = 0;
+    while i < Subscribe::FIELDS.len() {
+        all[i + 1] = Subscribe::FIELDS[i];
+        i += 1;
+    }
+    all
+};
+
+/// Every field any client frame may have; see [`ClientFrame::parse`]. The
+/// subscribe fields are [`Subscribe`]'s, each an `Option` here to tell which were
+/// given.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FlatFrame<'a> {
@@ -322,7 +322,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            matches!(f, ClientFrame::Subscribe { since: Some(40), ref filters, .. } if filters.len() == 1)
+            matches!(f, ClientFrame::Subscribe { ref spec, .. } if spec.since == Some(40) && spec.filters.len() == 1)
         );
         let f: ClientFrame = serde_json::from_str(
             r#"{"type":"subscribe","sub":"s2","topics":["log:nginx"],"last":100}"#,
@@ -330,10 +330,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             f,
-            ClientFrame::Subscribe {
-                last: Some(100),
-                ..
-            }
+            ClientFrame::Subscribe { ref spec, .. } if spec.last == Some(100)
         ));
         let f: ClientFrame = serde_json::from_str(r#"{"type":"unsubscribe","sub":"s1"}"#).unwrap();
         assert_eq!(f, ClientFrame::Unsubscribe { sub: "s1".into() });
@@ -375,25 +372,7 @@ mod tests {
                     req,
                     event: inc.as_ref().unwrap().as_raw(),
                 },
-                ClientFrame::Subscribe {
-                    sub,
-                    topics,
-                    filters,
-                    types,
-                    since,
-                    last,
-                    durable,
-                    batch,
-                } => ClientFrame::Subscribe {
-                    sub,
-                    topics,
-                    filters,
-                    types,
-                    since,
-                    last,
-                    durable,
-                    batch,
-                },
+                ClientFrame::Subscribe { sub, spec } => ClientFrame::Subscribe { sub, spec },
                 ClientFrame::Unsubscribe { sub } => ClientFrame::Unsubscribe { sub },
                 ClientFrame::Cursor { durable, id } => ClientFrame::Cursor { durable, id },
                 ClientFrame::Ping => ClientFrame::Ping,
@@ -514,5 +493,62 @@ mod tests {
         for c in [1003, 1008, 1009, 4400, 4401, 4403] {
             assert!(!close::is_retryable(c));
         }
+    }
+
+    /// A `subscribe` frame with every field of [`Subscribe`] set: serde writes the
+    /// fields [`Subscribe::FIELDS`] names, in that order, and the hub's parse reads
+    /// each of them back (a field added to the struct but not to `FlatFrame` fails
+    /// here).
+    #[test]
+    fn every_subscribe_field_reads_back() {
+        let spec = Subscribe {
+            topics: vec!["task:*".into()],
+            filters: vec!["data.a=1".into()],
+            types: vec!["progress".into()],
+            since: Some(4),
+            last: Some(5),
+            durable: Some("d".into()),
+            batch: true,
+        };
+        let frame: ClientFrame = ClientFrame::Subscribe {
+            sub: "s".into(),
+            spec: spec.clone(),
+        };
+        let text = serde_json::to_string(&frame).unwrap();
+        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&text)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut want = vec!["sub".to_string(), "type".to_string()];
+        want.extend(Subscribe::FIELDS.map(String::from));
+        want.sort();
+        assert_eq!(keys, want, "{text}");
+        let order: Vec<usize> = Subscribe::FIELDS
+            .iter()
+            .map(|f| text.find(&format!("\"{f}\":")).unwrap())
+            .collect();
+        assert!(order.is_sorted(), "{text}");
+        let parsed = ClientFrame::parse(&text).unwrap();
+        assert_eq!(
+            parsed,
+            ClientFrame::Subscribe {
+                sub: "s".into(),
+                spec: spec.clone()
+            }
+        );
+        assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), frame);
+        // Absent fields take their defaults both ways, and unknown ones are refused.
+        let bare = r#"{"type":"subscribe","sub":"s"}"#;
+        assert_eq!(
+            serde_json::from_str::<ClientFrame>(bare).unwrap(),
+            ClientFrame::Subscribe {
+                sub: "s".into(),
+                spec: Subscribe::default()
+            }
+        );
+        let odd = r#"{"type":"subscribe","sub":"s","topicz":[]}"#;
+        assert!(serde_json::from_str::<ClientFrame>(odd).is_err());
+        assert!(ClientFrame::parse(odd).is_err());
     }
 }

@@ -38,8 +38,10 @@ mod batch;
 mod encode;
 mod frames;
 pub(crate) mod quick;
+mod subscribe;
 
 pub use batch::*;
 pub(crate) use encode::event_json;
 pub use encode::{EventHead, RawJson, publish_frame};
 pub use frames::*;
+pub use subscribe::{Start, Subscribe};
