@@ -7,7 +7,9 @@ use super::connect::{
 };
 use super::{ClientError, ConnectOptions};
 use crate::event::Event;
-use crate::protocol::{ClientFrame, ServerFrame, Start, Subscribe, close, event_id};
+use crate::protocol::{
+    ClientFrame, ServerFrame, Start, Subscribe, close, event_id, event_id_by_serde,
+};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -46,15 +48,7 @@ impl Received {
         let json = &text.as_str()[range.clone()];
         let id = match event_id(json) {
             Some(id) => id,
-            None => {
-                #[derive(serde::Deserialize)]
-                struct IdOnly {
-                    id: u64,
-                }
-                serde_json::from_str::<IdOnly>(json)
-                    .map_err(|e| e.to_string())?
-                    .id
-            }
+            None => event_id_by_serde(json)?,
         };
         Ok(Received { id, text, range })
     }

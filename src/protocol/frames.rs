@@ -247,14 +247,38 @@ pub fn split_event_frame(text: &str, prefix: &str) -> Option<std::ops::Range<usi
 }
 
 /// The id of an event encoded the hub's way (`{"id":42,"ts":...`), without a
-/// parser; `None` for any other shape.
+/// parser; `None` for any other shape, and for a number serde would refuse.
 pub fn event_id(json: &str) -> Option<u64> {
     let rest = json.strip_prefix(r#"{"id":"#)?;
     let end = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if end == 0 || rest.as_bytes().get(end) != Some(&b',') {
+    if rest.as_bytes().get(end) != Some(&b',') {
         return None;
     }
-    rest[..end].parse().ok()
+    super::batch::json_u64(&rest[..end])
+}
+
+/// [`event_id`]'s serde twin, and the path for events in another shape.
+///
+/// # Errors
+/// The text is not a JSON object with a whole-number `id`.
+pub fn event_id_by_serde(json: &str) -> Result<u64, String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: u64,
+    }
+    serde_json::from_str::<IdOnly>(json)
+        .map(|e| e.id)
+        .map_err(|e| e.to_string())
+}
+
+/// [`split_event_frame`]'s serde twin: the subscription and event of an `event`
+/// frame, read by serde.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn event_by_serde(text: &str) -> Option<(String, Value)> {
+    match serde_json::from_str(text).ok()? {
+        ServerFrame::Event { sub, event } => Some((sub, event)),
+        _ => None,
+    }
 }
 
 /// The `code` of an `error` frame or of an HTTP error body.
@@ -550,5 +574,35 @@ mod tests {
         let odd = r#"{"type":"subscribe","sub":"s","topicz":[]}"#;
         assert!(serde_json::from_str::<ClientFrame>(odd).is_err());
         assert!(ClientFrame::parse(odd).is_err());
+    }
+
+    /// Found by the differential harness (`quick_server_frame_reads_on_changed_frames`):
+    /// `event_id` read `{"id":041,` as 41 (`u64::from_str` takes leading zeros),
+    /// though serde refuses the number, so a client took an id out of an event that
+    /// is not JSON.
+    #[test]
+    fn event_ids_are_read_only_as_serde_reads_them() {
+        for json in [
+            r#"{"id":041,"topic":"t"}"#,
+            r#"{"id":00,"topic":"t"}"#,
+            r#"{"id":+4,"topic":"t"}"#,
+            r#"{"id":,"topic":"t"}"#,
+            r#"{"id":-1,"topic":"t"}"#,
+            r#"{"id":18446744073709551616,"topic":"t"}"#,
+        ] {
+            assert_eq!(event_id(json), None, "{json}");
+            assert!(event_id_by_serde(json).is_err(), "{json}");
+        }
+        for (json, id) in [
+            (r#"{"id":0,"topic":"t"}"#, 0),
+            (r#"{"id":40,"topic":"t"}"#, 40),
+            (r#"{"id":18446744073709551615,"topic":"t"}"#, u64::MAX),
+        ] {
+            assert_eq!(event_id(json), Some(id), "{json}");
+            assert_eq!(event_id_by_serde(json), Ok(id), "{json}");
+        }
+        // Another field order: no quick read, serde finds it.
+        assert_eq!(event_id(r#"{"topic":"t","id":7}"#), None);
+        assert_eq!(event_id_by_serde(r#"{"topic":"t","id":7}"#), Ok(7));
     }
 }

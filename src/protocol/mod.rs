@@ -35,6 +35,8 @@
 //!   `hub-sub` asks for it when the hub sends `X-Hub-Max-Frame`.
 
 mod batch;
+#[cfg(test)]
+mod differential;
 mod encode;
 mod frames;
 pub(crate) mod quick;
