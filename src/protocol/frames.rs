@@ -50,7 +50,7 @@ impl<'a> ClientFrame<RawEvent<'a>> {
     ///
     /// # Errors
     /// The text is not JSON, not a known frame, or has a field that frame does not take.
-    pub fn parse(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, String> {
+    pub fn parse(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, FrameError> {
         match quick::publish_batch(text) {
             Some((req, events)) => Ok(ClientFrame::PublishBatch { req, events }),
             None => Self::parse_full(text),
@@ -58,8 +58,19 @@ impl<'a> ClientFrame<RawEvent<'a>> {
     }
 
     /// [`ClientFrame::parse`] without its quick path for batch `publish` frames.
-    pub(crate) fn parse_full(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, String> {
-        let f: FlatFrame<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub(crate) fn parse_full(text: &'a str) -> Result<ClientFrame<RawEvent<'a>>, FrameError> {
+        let f: FlatFrame<'a> = serde_json::from_str(text).map_err(|e| {
+            // The error path only: is the text JSON at all?
+            match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => FrameError::NotAFrame(e.to_string()),
+                Err(_) => FrameError::NotJson(e.to_string()),
+            }
+        })?;
+        Self::from_flat(f).map_err(FrameError::NotAFrame)
+    }
+
+    /// The frame `f` holds, checked: its type known, its fields that type's.
+    fn from_flat(f: FlatFrame<'a>) -> Result<ClientFrame<RawEvent<'a>>, String> {
         let kind = f.kind.as_str();
         let allowed: &[&str] = match kind {
             "subscribe" => &SUBSCRIBE_FIELDS,
@@ -128,6 +139,19 @@ impl<'a> ClientFrame<RawEvent<'a>> {
             _ => ClientFrame::Ping,
         })
     }
+}
+
+/// Why [`ClientFrame::parse`] refused a text; the message is serde's, or names the
+/// frame's type and the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The text is not JSON.
+    #[error("{0}")]
+    NotJson(String),
+    /// JSON, but no frame the hub takes: not an object, an unknown type, an unknown
+    /// or missing field, a field of the wrong type.
+    #[error("{0}")]
+    NotAFrame(String),
 }
 
 /// The fields of a `subscribe` frame: `sub` and those of [`Subscribe`].
@@ -420,9 +444,34 @@ mod tests {
             );
         }
         let e = ClientFrame::parse(r#"{"type":"subscribe","sub":"s","topicz":[]}"#).unwrap_err();
-        assert!(e.contains("topicz"), "{e}");
+        assert!(e.to_string().contains("topicz"), "{e}");
         let e = ClientFrame::parse(r#"{"type":"ping","sub":"s"}"#).unwrap_err();
-        assert!(e.contains("`sub` in ping"), "{e}");
+        assert!(e.to_string().contains("`sub` in ping"), "{e}");
+        // What is not JSON is told apart from JSON that is no frame.
+        for text in [
+            "nope",
+            r#"{"type":"ping""#,
+            r#"{"type":"ping"} x"#,
+            r#"{"typ":1,"#,
+        ] {
+            assert!(
+                matches!(ClientFrame::parse(text), Err(FrameError::NotJson(_))),
+                "{text}"
+            );
+        }
+        for text in [
+            "[1]",
+            "5",
+            r#"{"type":"shout"}"#,
+            r#"{"type":"ping","sub":"s"}"#,
+            r#"{"type":"subscribe"}"#,
+            r#"{"type":"subscribe","sub":"s","since":-1}"#,
+        ] {
+            assert!(
+                matches!(ClientFrame::parse(text), Err(FrameError::NotAFrame(_))),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -505,7 +554,7 @@ mod tests {
             (r#"{"type":"ping","events":[]}"#, "`events` in ping"),
         ] {
             let e = ClientFrame::parse(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
         }
     }
 

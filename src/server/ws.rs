@@ -18,7 +18,7 @@ use crate::broker::Submitted;
 use crate::broker::subscription::{Delivery, Subscription};
 use crate::event::{EventError, Prepared, RawEvent};
 use crate::protocol::{
-    BatchOutcome, ClientFrame, ErrorCode, MAX_FRAME_HEADER, ServerFrame, Subscribe,
+    BatchOutcome, ClientFrame, ErrorCode, FrameError, MAX_FRAME_HEADER, ServerFrame, Subscribe,
     batch_ack_frame, close, event_frame,
 };
 use axum::Extension;
@@ -325,12 +325,11 @@ impl Conn {
                 let req = serde_json::from_str::<Value>(t)
                     .ok()
                     .and_then(|v| v.get("req").cloned());
-                let msg = if serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() {
-                    format!("not a JSON object: {e}")
-                } else {
-                    format!(
+                let msg = match e {
+                    FrameError::NotJson(e) => format!("not a JSON object: {e}"),
+                    FrameError::NotAFrame(e) => format!(
                         "{e}; frames are {{\"type\":\"subscribe\"|\"unsubscribe\"|\"publish\"|\"cursor\"|\"ping\", ...}}"
-                    )
+                    ),
                 };
                 self.error(ErrorCode::BadRequest, msg, req, None).await;
                 return;
