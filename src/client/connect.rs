@@ -111,8 +111,6 @@ pub(super) enum Failure {
     Fatal(ClientError),
 }
 
-/// One connection attempt: TCP (with TCP_NODELAY) + WebSocket handshake, bounded by
-/// `limit`.
 /// An open connection and the largest frame the hub said it takes (its
 /// `X-Hub-Max-Frame` header; `None` from a hub that does not say, which gets no
 /// batch frames).
@@ -125,6 +123,8 @@ type Opened = (Ws, Option<usize>);
 /// come whole, in several reads.
 const READ_BUFFER: usize = 16 << 10;
 
+/// One connection attempt: TCP (with TCP_NODELAY) + WebSocket handshake, bounded by
+/// `limit`.
 pub(super) async fn open(
     url: &str,
     token: Option<&str>,
@@ -373,5 +373,50 @@ mod tests {
         assert!(delays[9] >= Duration::from_secs(24));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(600));
+    }
+
+    /// `open`, as its doc says: one attempt, TCP_NODELAY set, bounded by `limit`
+    /// (against a listener that takes the TCP connection and never answers).
+    #[tokio::test]
+    async fn open_is_one_bounded_attempt_without_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("ws://{addr}/ws");
+        let silent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Held open, unanswered, until the attempt gives up.
+            let mut buf = [0u8; 512];
+            while tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                .await
+                .is_ok_and(|n| n > 0)
+            {}
+            listener
+        });
+        let started = Instant::now();
+        match open(&url, None, Duration::from_millis(300)).await {
+            Err(Failure::Transient(cause)) => {
+                assert!(cause.contains("no answer within"), "{cause}")
+            }
+            Err(Failure::Fatal(e)) => panic!("{e}"),
+            Ok(_) => panic!("a silent listener answered"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let listener = tokio::time::timeout(Duration::from_secs(10), silent)
+            .await
+            .unwrap()
+            .unwrap();
+        let hub = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio_tungstenite::accept_async(s).await.unwrap()
+        });
+        let Ok((ws, max_frame)) = open(&url, None, Duration::from_secs(10)).await else {
+            panic!("the attempt failed");
+        };
+        assert_eq!(max_frame, None, "this hub names no frame limit");
+        let MaybeTlsStream::Plain(tcp) = ws.get_ref() else {
+            panic!("a plain ws:// connection");
+        };
+        assert!(tcp.nodelay().unwrap(), "TCP_NODELAY is set");
+        drop(hub.await.unwrap());
     }
 }

@@ -1,12 +1,14 @@
 //! [`Spare`]: the strings of acknowledged events, kept for the next ones.
 
+#[cfg(doc)]
+use super::Publisher;
 use super::WINDOW;
 use std::sync::{Arc, Mutex};
 
 /// The strings of acknowledged events, for the next ones
 /// [`Publisher::encode_with_head`] writes. With thousands in flight, glibc's
-/// per-thread cache of freed blocks (seven per size) overflows and every event paid
-/// a trip through its slower bins (a sixth of `hub-emit --lines`' CPU).
+/// per-thread cache of freed blocks (seven per size) overflows, and every event
+/// would take a trip through its slower bins.
 #[derive(Clone, Default)]
 pub(super) struct Spare(pub(super) Arc<Mutex<Vec<String>>>);
 
