@@ -1,5 +1,19 @@
 //! The WebSocket wire protocol (SPEC §3): text frames, each one JSON object with a
-//! `type` discriminator. Pure serde; the sockets live in `server::ws` and `client`.
+//! `type` discriminator. The only module that knows the frames' bytes, in both
+//! directions; the sockets live in `server::ws` and `client`.
+//!
+//! - `frames.rs`: [`ClientFrame`] (with the hub's own parse of it and
+//!   [`FrameError`]), [`ServerFrame`], the `event` frame ([`event_frame`] and the
+//!   client's slicing of it), [`ErrorCode`], [`close`] codes.
+//! - `subscribe.rs`: [`Subscribe`], the one shape of a subscription (frame, query,
+//!   broker, client), and [`Start`].
+//! - `batch.rs`: the batch frames (several events in one `publish`, `ack` or
+//!   `events` frame) and the client's quick reads of `ack` and `events` frames.
+//! - `encode.rs`: the client's hand-built `publish` frames ([`EventHead`],
+//!   [`RawJson`], [`publish_frame`]).
+//! - `quick.rs`: the hub's quick parse of batch `publish` frames.
+//! - `differential.rs` (tests): every hand-written reader and writer here against
+//!   its serde twin, which sits beside it.
 //!
 //! Client → server: `subscribe`, `unsubscribe`, `publish`, `cursor`, `ping`.
 //! Server → client: `subscribed`, `event`, `events`, `live`, `ack`, `gap`, `pong`,
