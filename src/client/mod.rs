@@ -6,7 +6,7 @@
 //! - Every connection sets TCP_NODELAY and sends the token as
 //!   `Authorization: Bearer` (never in the URL, so it stays out of server logs).
 //! - [`Backoff`]: 0.5 s doubling to 30 s, with ±20 % jitter, reset after a success.
-//! - Close codes keep the retry meaning of SPEC §3 ([`close::is_retryable`]): after
+//! - Close codes keep the retry meaning of SPEC §3 ([`close::is_retryable`](crate::protocol::close::is_retryable)): after
 //!   1001, 1006, 4429, 4500 the client reconnects; after 1003, 1008, 1009, 4400, 4401
 //!   and 4403 it stops with [`ClientError::Refused`].
 //! - [`Publisher`]: a handle to a background task that owns the connection. Events

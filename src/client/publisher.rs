@@ -200,7 +200,7 @@ impl Publisher {
     }
 
     /// Validates `event`, gives it a key if it has none, and encodes it, for
-    /// [`InFlight::send`].
+    /// [`InFlight::send`](super::InFlight::send).
     ///
     /// # Errors
     /// [`ClientError::InvalidEvent`].
@@ -215,7 +215,7 @@ impl Publisher {
 
     /// The event made of `head`, a key of this publisher's and `data`, encoded as
     /// the JSON text it is (one allocation, nothing checked or escaped again), for
-    /// [`InFlight::send`].
+    /// [`InFlight::send`](super::InFlight::send).
     pub fn encode_with_head(&self, head: &EventHead, data: RawJson<'_>) -> Encoded {
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut key = itoa::Buffer::new();

@@ -610,6 +610,20 @@ mod tests {
                 spec: spec.clone()
             }
         );
+        // The bytes clients have always written: `type`, `sub`, then the rest.
+        let some: ClientFrame = ClientFrame::Subscribe {
+            sub: "s1".into(),
+            spec: Subscribe {
+                topics: vec!["task:*".into()],
+                since: Some(40),
+                batch: true,
+                ..Subscribe::default()
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&some).unwrap(),
+            r#"{"type":"subscribe","sub":"s1","topics":["task:*"],"since":40,"batch":true}"#
+        );
         assert_eq!(serde_json::from_str::<ClientFrame>(&text).unwrap(), frame);
         // Absent fields take their defaults both ways, and unknown ones are refused.
         let bare = r#"{"type":"subscribe","sub":"s"}"#;
