@@ -96,6 +96,8 @@ pub struct InFlight<T> {
     items: VecDeque<(T, Option<Result<u64, ClientError>>)>,
     /// The stream number of the oldest.
     front: u64,
+    /// Events sent whose outcome is not in: at most [`WINDOW`] before a send.
+    unanswered: usize,
     /// `None` once [`finish`](InFlight::finish)ed.
     to: Option<Outcomes>,
     outcomes: mpsc::UnboundedReceiver<(u64, Vec<Result<u64, ClientError>>)>,
@@ -107,6 +109,7 @@ impl<T> Default for InFlight<T> {
         InFlight {
             items: VecDeque::new(),
             front: 0,
+            unanswered: 0,
             to: Some(to),
             outcomes,
         }
@@ -123,7 +126,9 @@ impl<T> InFlight<T> {
         self.items.is_empty()
     }
 
-    /// Sends `batch` (emptied) through `publisher`, in order.
+    /// Sends `batch` (emptied) through `publisher`, in order. While [`WINDOW`]
+    /// events are unanswered it first waits for outcomes, so the publisher never
+    /// holds much more than a window (plus this batch).
     ///
     /// # Errors
     /// The error that made the publisher give up earlier; nothing was sent.
@@ -132,16 +137,29 @@ impl<T> InFlight<T> {
         publisher: &Publisher,
         batch: &mut Vec<(T, Encoded)>,
     ) -> Result<(), ClientError> {
+        if self.to.is_none() {
+            return Err(ClientError::Closed);
+        }
+        while self.unanswered >= WINDOW {
+            self.answered().await;
+        }
         let Some(to) = &self.to else {
             return Err(ClientError::Closed);
         };
+        let n = batch.len();
+        self.unanswered += n;
         let first = self.front + self.items.len() as u64;
         let mut events = Vec::with_capacity(batch.len());
         for (what, ev) in batch.drain(..) {
             events.push(ev);
             self.items.push_back((what, None));
         }
-        publisher.send_stream(first, events, to).await
+        let sent = publisher.send_stream(first, events, to).await;
+        if sent.is_err() {
+            // Given to no one: no outcome will come for them.
+            self.unanswered -= n;
+        }
+        sent
     }
 
     /// Takes in the outcomes that have arrived, without waiting.
@@ -167,6 +185,7 @@ impl<T> InFlight<T> {
                 for (_, r) in &mut self.items {
                     r.get_or_insert(Err(ClientError::Closed));
                 }
+                self.unanswered = 0;
             }
         }
     }
@@ -190,8 +209,9 @@ impl<T> InFlight<T> {
             if let Some(item) = n
                 .checked_sub(self.front)
                 .and_then(|i| self.items.get_mut(i as usize))
+                && item.1.replace(r).is_none()
             {
-                item.1 = Some(r);
+                self.unanswered -= 1;
             }
         }
     }
@@ -209,6 +229,7 @@ mod tests {
         for what in ["a", "b", "c", "d"] {
             inf.items.push_back((what, None));
         }
+        inf.unanswered = 4;
         let to = inf.to.clone().unwrap();
         to.send((2, vec![Ok(12)])).unwrap();
         inf.collect();
@@ -223,5 +244,34 @@ mod tests {
         inf.answered().await;
         assert_eq!(inf.pop_answered(), Some(("d", Err(ClientError::Closed))));
         assert!(inf.is_empty());
+    }
+
+    /// A send waits while a window's worth of events is unanswered, and goes once
+    /// an outcome is in (events answered and not yet taken out do not count).
+    #[tokio::test]
+    async fn sends_wait_while_a_window_is_unanswered() {
+        use crate::client::ConnectOptions;
+        use crate::event::NewEvent;
+        use crate::protocol::{EventHead, RawJson};
+        use std::time::Duration;
+        let publisher = Publisher::start(&ConnectOptions::new("ws://127.0.0.1:9/ws")).unwrap();
+        let head = EventHead::new(&NewEvent::new("t")).unwrap();
+        let raw = RawJson::new("1").unwrap();
+        let mut inf: InFlight<usize> = InFlight::default();
+        let to = inf.to.clone().unwrap();
+        let mut full: Vec<_> = (0..WINDOW)
+            .map(|i| (i, publisher.encode_with_head(&head, raw)))
+            .collect();
+        inf.send(&publisher, &mut full).await.unwrap();
+        let mut one = vec![(WINDOW, publisher.encode_with_head(&head, raw))];
+        let early =
+            tokio::time::timeout(Duration::from_millis(200), inf.send(&publisher, &mut one));
+        assert!(early.await.is_err(), "sent with a window unanswered");
+        assert_eq!(one.len(), 1, "a send that waited took nothing");
+        to.send((0, vec![Ok(1)])).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(10), inf.send(&publisher, &mut one));
+        sent.await.expect("room once an outcome is in").unwrap();
+        assert!(one.is_empty());
+        assert_eq!((inf.len(), inf.unanswered), (WINDOW + 1, WINDOW));
     }
 }
