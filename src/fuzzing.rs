@@ -10,8 +10,8 @@
 //!   serde_json and a byte-at-a-time search; [`compact_json`] keeps the value.
 //! - [`body_line`]: one line of a `POST /publish` body read the hub's way
 //!   ([`RawEvent`], checked and prepared in place) against serde's [`NewEvent`].
-//! - [`server_frame`]: the client's quick reads of `ack` and `events` frames
-//!   against serde.
+//! - [`server_frame`]: the client's quick reads of `ack`, `event` and `events`
+//!   frames and of event ids against their serde twins.
 //! - [`topic_glob`], [`filter`]: the topic matcher against a naive glob;
 //!   filter parsing never panics.
 //! - [`lines`]: the line splitter of `hub-tail` gives the same lines whatever the
