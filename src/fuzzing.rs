@@ -10,8 +10,8 @@
 //!   serde_json and a byte-at-a-time search; [`compact_json`] keeps the value.
 //! - [`body_line`]: one line of a `POST /publish` body read the hub's way
 //!   ([`RawEvent`], checked and prepared in place) against serde's [`NewEvent`].
-//! - [`server_frame`]: the client's quick reads of `ack` and `events` frames
-//!   against serde.
+//! - [`server_frame`]: the client's quick reads of `ack`, `event` and `events`
+//!   frames and of event ids against their serde twins.
 //! - [`topic_glob`], [`filter`]: the topic matcher against a naive glob;
 //!   filter parsing never panics.
 //! - [`lines`]: the line splitter of `hub-tail` gives the same lines whatever the
@@ -28,7 +28,7 @@ use crate::event::{
 };
 use crate::follow::{Budget, Item, Key, Lines, Stepped};
 use crate::matching::{Filter, Matcher};
-use crate::protocol::{ClientFrame, ServerFrame};
+use crate::protocol::ClientFrame;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::path::Path;
@@ -252,54 +252,65 @@ pub fn publish_body(body: &[u8]) {
     }
 }
 
-/// The frames a client reads quickly: an `ack` ([`crate::protocol::parse_ack`]),
-/// a batch `ack` ([`crate::protocol::parse_batch_ack`]) and an `events` frame
-/// ([`crate::protocol::split_events_frame`], with the prefix of subscription
-/// `sub`). Where a quick read answers, serde reads the same; `true` when one did.
+/// The frames a client reads quickly, each against its serde twin (beside it in
+/// `protocol/`): an `ack` ([`crate::protocol::parse_ack`]), a batch `ack`
+/// ([`crate::protocol::parse_batch_ack`]), an `event` frame
+/// ([`crate::protocol::split_event_frame`]) and an `events` frame
+/// ([`crate::protocol::split_events_frame`]), both of subscription `sub`, and the id
+/// of each event in them ([`crate::protocol::event_id`]). Where a quick read
+/// answers, serde reads the same; `true` when one did.
 pub fn server_frame(text: &str, sub: &str) -> bool {
-    let serde_frame = serde_json::from_str::<ServerFrame>(text);
+    use crate::protocol::*;
     let mut answered = false;
-    if let Some((req, id)) = crate::protocol::parse_ack(text) {
-        match &serde_frame {
-            Ok(ServerFrame::Ack { req: r, id: i }) => {
-                assert_eq!((r, *i), (&Some(Value::from(req)), id), "{text}");
-            }
-            other => panic!("parse_ack read ({req}, {id}), serde {other:?}: {text}"),
-        }
+    if let Some(ack) = parse_ack(text) {
+        assert_eq!(Some(ack), ack_by_serde(text), "parse_ack: {text}");
         answered = true;
     }
-    if let Some(ack) = crate::protocol::parse_batch_ack(text) {
-        #[derive(serde::Deserialize)]
-        struct Tagged {
-            #[serde(rename = "type")]
-            kind: String,
-            #[serde(flatten)]
-            ack: crate::protocol::BatchAck,
-        }
-        let t = serde_json::from_str::<Tagged>(text);
-        assert!(
-            t.as_ref().is_ok_and(|t| t.kind == "ack" && t.ack == ack),
-            "parse_batch_ack read {ack:?}, serde {:?}: {text}",
-            t.map(|t| (t.kind, t.ack))
+    if let Some(ack) = parse_batch_ack(text) {
+        assert_eq!(
+            Some(&ack),
+            batch_ack_by_serde(text).as_ref(),
+            "parse_batch_ack: {text}"
         );
         answered = true;
     }
     let sub_json = serde_json::to_string(sub).expect("a string serializes");
-    let prefix = crate::protocol::events_frame_prefix(&sub_json);
-    if let Some(ranges) = crate::protocol::split_events_frame(text, &prefix) {
-        // The events are the hub's to get right; where each is JSON, the split is
-        // the frame's own.
-        let events: Option<Vec<Value>> = ranges
+    // The events are the hub's to get right; where each is JSON, the split is the
+    // frame's own, and a quick id is serde's.
+    let events = |ranges: &[std::ops::Range<usize>]| -> Option<Vec<Value>> {
+        ranges
             .iter()
-            .map(|r| serde_json::from_str(&text[r.clone()]).ok())
-            .collect();
-        if let Some(events) = events {
-            match &serde_frame {
-                Ok(ServerFrame::Events { sub: s, events: e }) => {
-                    assert_eq!((s.as_str(), e), (sub, &events), "{text}");
+            .map(|r| {
+                let json = &text[r.clone()];
+                let quick_id = event_id(json);
+                if let Some(id) = quick_id {
+                    // It reads a prefix only: its number is one serde reads so.
+                    let number = json.split([':', ',']).nth(1).unwrap_or_default();
+                    assert_eq!(
+                        serde_json::from_str(number).ok(),
+                        Some(id),
+                        "event_id: {json}"
+                    );
                 }
-                other => panic!("split_events_frame split {events:?}, serde {other:?}: {text}"),
-            }
+                let v = serde_json::from_str(json).ok()?;
+                if let Some(id) = quick_id {
+                    assert_eq!(Ok(id), event_id_by_serde(json), "event_id: {json}");
+                }
+                Some(v)
+            })
+            .collect()
+    };
+    if let Some(range) = split_event_frame(text, &event_frame_prefix(&sub_json)) {
+        if let Some(mut events) = events(std::slice::from_ref(&range)) {
+            let want = Some((sub.to_string(), events.remove(0)));
+            assert_eq!(event_by_serde(text), want, "split_event_frame: {text}");
+        }
+        answered = true;
+    }
+    if let Some(ranges) = split_events_frame(text, &events_frame_prefix(&sub_json)) {
+        if let Some(events) = events(&ranges) {
+            let want = Some((sub.to_string(), events));
+            assert_eq!(events_by_serde(text), want, "split_events_frame: {text}");
         }
         answered = true;
     }

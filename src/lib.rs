@@ -5,9 +5,10 @@
 //! - [`event`]: the event model and its validation (SPEC §1).
 //! - [`json`]: the quick JSON validity check of the hot paths.
 //! - [`matching`]: topic globs, types and `FIELD=VALUE` filters (SPEC §2).
-//! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3).
+//! - [`protocol`]: WebSocket frames, error and close codes (SPEC §3): the only module
+//!   that knows the wire bytes, with one subscription type ([`protocol::Subscribe`]).
 //! - [`client`]: the reconnecting WebSocket client (Publisher, Subscriber) of the
-//!   client commands.
+//!   client commands: transport only, one file per concern.
 //! - [`exit`]: the SPEC §4 exit-code table and the mapping from errors to it.
 //! - [`app`]: the four programs, one folder each (`serve`, `emit`, `sub`, `tail`):
 //!   each loop with its input handling and output; `hub-sub`'s printing is

@@ -1,5 +1,5 @@
 //! A frame from the hub as a client reads it: the quick reads of `ack`, batch
-//! `ack` and `events` frames answer only as serde would.
+//! `ack`, `event` and `events` frames and of event ids answer only as serde would.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

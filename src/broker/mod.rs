@@ -22,6 +22,7 @@ pub mod tasks;
 
 use crate::event::{EventError, Prepared, now_millis};
 use crate::matching::{MatchError, Matcher};
+use crate::protocol::Subscribe;
 use crate::store::{Appended, Log, Recovery, Written};
 use cursors::Cursors;
 use std::collections::HashMap;
@@ -78,17 +79,6 @@ pub enum BrokerError {
     Match(#[from] MatchError),
     #[error("give either since or last, not both")]
     SinceAndLast,
-}
-
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeSpec {
-    pub topics: Vec<String>,
-    pub types: Vec<String>,
-    pub filters: Vec<String>,
-    pub since: Option<u64>,
-    pub last: Option<u64>,
-    pub durable: Option<String>,
 }
 
 pub(crate) struct Entry {
@@ -444,7 +434,7 @@ impl Broker {
     ///
     /// # Errors
     /// A pattern or filter is invalid, or both `since` and `last` were given.
-    pub fn subscribe(&self, spec: &SubscribeSpec) -> Result<Subscription, BrokerError> {
+    pub fn subscribe(&self, spec: &Subscribe) -> Result<Subscription, BrokerError> {
         if spec.since.is_some() && spec.last.is_some() {
             return Err(BrokerError::SinceAndLast);
         }
@@ -658,7 +648,7 @@ mod tests {
             b.publish(vec![ev("a", i)]).await.unwrap();
         }
         let mut s = b
-            .subscribe(&SubscribeSpec {
+            .subscribe(&Subscribe {
                 since: Some(50),
                 ..Default::default()
             })
@@ -682,7 +672,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slow_subscriber_catches_up_in_order() {
         let b = broker(4, 1_000_000);
-        let mut s = b.subscribe(&SubscribeSpec::default()).unwrap();
+        let mut s = b.subscribe(&Subscribe::default()).unwrap();
         assert!(matches!(
             s.next().await.unwrap(),
             Delivery::Live { last_id: 0 }
@@ -706,7 +696,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let spec = SubscribeSpec {
+        let spec = Subscribe {
             topics: vec!["odd".into()],
             last: Some(3),
             ..Default::default()
@@ -716,7 +706,7 @@ mod tests {
         assert_eq!(next_event(&mut s).await, 98);
         assert_eq!(next_event(&mut s).await, 100);
         let mut s = b
-            .subscribe(&SubscribeSpec {
+            .subscribe(&Subscribe {
                 since: Some(0),
                 ..Default::default()
             })
@@ -733,7 +723,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn inline_and_queued_publishes_fan_out_in_id_order() {
         let b = broker(1 << 16, 1_000_000);
-        let mut s = b.subscribe(&SubscribeSpec::default()).unwrap();
+        let mut s = b.subscribe(&Subscribe::default()).unwrap();
         let pubbers: Vec<_> = (0..4u64)
             .map(|p| {
                 let b = b.clone();
@@ -815,12 +805,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fan_out_hands_each_subscriber_its_part_of_a_batch() {
         let b = broker(1024, 1_000_000);
-        let spec = |t: &str| SubscribeSpec {
+        let spec = |t: &str| Subscribe {
             topics: vec![t.into()],
             ..Default::default()
         };
         let mut odd = b.subscribe(&spec("odd")).unwrap();
-        let mut all = b.subscribe(&SubscribeSpec::default()).unwrap();
+        let mut all = b.subscribe(&Subscribe::default()).unwrap();
         for s in [&mut odd, &mut all] {
             assert!(matches!(s.next().await.unwrap(), Delivery::Live { .. }));
         }

@@ -6,8 +6,11 @@
 //! Retries as [`super::Publisher`] does, with the same idempotency key each time, so
 //! a resend after a lost answer is stored once.
 
-use super::{Backoff, ClientError, ConnectOptions, Failure, event_json, normalize_url};
+use super::connect::{Failure, refusal, with_retry};
+use super::publisher::random_prefix;
+use super::{Backoff, ClientError, ConnectOptions, normalize_url, seconds};
 use crate::event::NewEvent;
+use crate::protocol::event_json;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
@@ -66,7 +69,7 @@ pub async fn publish_once(
 ) -> Result<Option<u64>, ClientError> {
     event.validate()?;
     if event.key.is_none() {
-        event.key = Some(format!("{}-1", super::random_prefix()));
+        event.key = Some(format!("{}-1", random_prefix()));
     }
     let url = normalize_url(&opts.url)?;
     let target = Target::of(&url)?;
@@ -77,14 +80,14 @@ pub async fn publish_once(
         None => None,
     };
     let body = Bytes::from(event_json(&event));
-    super::with_retry(
+    with_retry(
         &url,
         opts.timeout,
         &mut Backoff::new(),
         |cause, delay| {
             tracing::info!(
                 "cannot reach the hub at {url}: {cause}; retrying in {}",
-                super::seconds(delay)
+                seconds(delay)
             )
         },
         |limit| post(&url, &target, token.as_ref(), body.clone(), limit),
@@ -140,7 +143,7 @@ async fn post(
             }),
             404 | 405 => Ok(None),
             400 | 413 => Err(Failure::Fatal(event_refused(url, status, &answer))),
-            _ => Err(super::refusal(url, status, &answer)),
+            _ => Err(refusal(url, status, &answer)),
         }
     };
     match tokio::time::timeout(limit, attempt).await {

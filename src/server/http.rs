@@ -2,10 +2,9 @@
 //! poll), `GET /tasks`, `GET /health`, `GET /status`, `GET /metrics`.
 
 use super::{AppState, MAX_BODY_BYTES, error_response};
-use crate::broker::SubscribeSpec;
 use crate::event::{EventError, Prepared, RawEvent, describe_json_error};
 use crate::matching::Matcher;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Subscribe};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Query parameters of `/ws` and `/events`; repeated keys accumulate.
 #[derive(Debug, Default)]
 pub struct Query {
-    pub spec: SubscribeSpec,
+    pub spec: Subscribe,
     pub limit: Option<usize>,
     pub wait: Option<Duration>,
     /// Whether any subscription parameter was given.

@@ -14,12 +14,12 @@ use super::access::Authorized;
 use super::conn::OverLimit;
 use super::http::parse_query;
 use super::{AppState, error_response};
+use crate::broker::Submitted;
 use crate::broker::subscription::{Delivery, Subscription};
-use crate::broker::{Submitted, SubscribeSpec};
 use crate::event::{EventError, Prepared, RawEvent};
 use crate::protocol::{
-    BatchOutcome, ClientFrame, ErrorCode, MAX_FRAME_HEADER, ServerFrame, batch_ack_frame, close,
-    event_frame,
+    BatchOutcome, ClientFrame, ErrorCode, FrameError, MAX_FRAME_HEADER, ServerFrame, Subscribe,
+    batch_ack_frame, close, event_frame,
 };
 use axum::Extension;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -142,7 +142,7 @@ async fn connection(
     app: AppState,
     socket: WebSocket,
     refusal: Refusal,
-    initial: Option<SubscribeSpec>,
+    initial: Option<Subscribe>,
 ) {
     let (mut sink, mut stream) = socket.split();
     if let Refusal::Close(code, reason) = refusal {
@@ -180,7 +180,7 @@ async fn connection(
         publish: None,
     };
     if let Some(spec) = initial {
-        Box::pin(conn.subscribe("q".into(), spec, false)).await;
+        Box::pin(conn.subscribe("q".into(), spec)).await;
     }
     let idle = app.cfg.idle_timeout;
     // One timer per connection: each ping tick also checks for idleness, so a
@@ -325,12 +325,11 @@ impl Conn {
                 let req = serde_json::from_str::<Value>(t)
                     .ok()
                     .and_then(|v| v.get("req").cloned());
-                let msg = if serde_json::from_str::<serde::de::IgnoredAny>(t).is_err() {
-                    format!("not a JSON object: {e}")
-                } else {
-                    format!(
+                let msg = match e {
+                    FrameError::NotJson(e) => format!("not a JSON object: {e}"),
+                    FrameError::NotAFrame(e) => format!(
                         "{e}; frames are {{\"type\":\"subscribe\"|\"unsubscribe\"|\"publish\"|\"cursor\"|\"ping\", ...}}"
-                    )
+                    ),
                 };
                 self.error(ErrorCode::BadRequest, msg, req, None).await;
                 return;
@@ -360,26 +359,7 @@ impl Conn {
                 let events = RawEvent::prepare_all(&events);
                 self.pipeline(Pipelined::Many(req, events)).await;
             }
-            ClientFrame::Subscribe {
-                sub,
-                topics,
-                filters,
-                types,
-                since,
-                last,
-                durable,
-                batch,
-            } => {
-                let spec = SubscribeSpec {
-                    topics,
-                    types,
-                    filters,
-                    since,
-                    last,
-                    durable,
-                };
-                self.subscribe(sub, spec, batch).await;
-            }
+            ClientFrame::Subscribe { sub, spec } => self.subscribe(sub, spec).await,
             ClientFrame::Unsubscribe { sub } => match self.subs.remove(&sub) {
                 Some(h) => h.abort(),
                 None => {
@@ -426,7 +406,8 @@ impl Conn {
         }
     }
 
-    async fn subscribe(&mut self, name: String, spec: SubscribeSpec, batch: bool) {
+    async fn subscribe(&mut self, name: String, spec: Subscribe) {
+        let batch = spec.batch;
         self.subs.retain(|_, h| !h.is_finished());
         if self.subs.contains_key(&name) {
             let msg = format!(

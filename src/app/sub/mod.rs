@@ -146,8 +146,8 @@ fn plan(args: &SubArgs) -> Result<(SubscribeOptions, Stop), anyhow::Error> {
         topics,
         filters: args.filters.clone(),
         types,
-        start,
         durable: args.durable.clone(),
+        ..start.into()
     };
     let stop = Stop {
         count: args.count,
@@ -385,15 +385,15 @@ mod tests {
     #[test]
     fn plans() {
         let (spec, _) = plan(&args(&["task:*", "-w", "data.a=1", "--last", "5"])).unwrap();
-        assert_eq!(spec.start, Start::Last(5));
+        assert_eq!(spec.start(), Start::Last(5));
         assert_eq!(spec.topics, vec!["task:*"]);
         let (spec, stop) = plan(&args(&["--wait-task", "ci:7"])).unwrap();
-        assert_eq!(spec.start, Start::Last(1));
+        assert_eq!(spec.start(), Start::Last(1));
         assert_eq!(spec.topics, vec!["ci:7"]);
         assert_eq!(spec.types.len(), 3);
         assert!(stop.wait_task.is_some());
         let (spec, _) = plan(&args(&["--all", "--durable", "nightly"])).unwrap();
-        assert_eq!(spec.start, Start::Since(0));
+        assert_eq!(spec.start(), Start::Since(0));
         assert_eq!(spec.durable.as_deref(), Some("nightly"));
         for bad in [
             vec!["--where", "nofield"],
