@@ -29,6 +29,8 @@ pub mod follow;
 pub mod fuzzing;
 pub mod json;
 pub mod matching;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod output;
 pub mod protocol;
 pub mod server;
