@@ -344,6 +344,12 @@ async fn ids_are_the_stream_sequence_and_every_node_reads_the_same_bytes() {
             (51..=60).collect::<Vec<_>>()
         );
         assert_eq!(part.next_after, 60);
+        let upto = b.read_range(50, 55, 10).await.unwrap();
+        assert_eq!(
+            upto.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+            (51..=55).collect::<Vec<_>>()
+        );
+        assert_eq!(upto.next_after, 55);
         let end = a.read_after(120, 10).await.unwrap();
         assert!(end.events.is_empty() && end.gap.is_none() && end.next_after == 120);
 

@@ -104,15 +104,30 @@ impl JsStore {
     /// # Errors
     /// The server did not answer, or the stream was recreated.
     pub async fn read_after(&self, after: u64, max: usize) -> Result<ReadBatch, NatsError> {
+        self.read_range(after, u64::MAX, max).await
+    }
+
+    /// [`read_after`](Self::read_after), reading no id above `upto`: catch-up reads
+    /// up to the node's fanned-out position and no further, so that it hands over to
+    /// the live feed without a gap or a duplicate.
+    ///
+    /// # Errors
+    /// The server did not answer, or the stream was recreated.
+    pub async fn read_range(
+        &self,
+        after: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<ReadBatch, NatsError> {
         let mut out = ReadBatch {
             next_after: after,
             ..Default::default()
         };
-        if max == 0 {
+        if max == 0 || after >= upto {
             return Ok(out);
         }
         let st = self.state().await?;
-        let (first, last) = (st.first_sequence, st.last_sequence);
+        let (first, last) = (st.first_sequence, st.last_sequence.min(upto));
         if after >= last {
             return Ok(out);
         }
