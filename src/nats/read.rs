@@ -320,7 +320,7 @@ pub struct Feeder {
     cseq: u64,
     /// A message taken but left for the next call: (seq, ts, payload).
     held: Option<(u64, u64, async_nats::jetstream::Message)>,
-    /// Consumer creations failed in a row.
+    /// Failures (making a consumer, or a consumer failing) since the last message.
     failures: u32,
     /// The current consumer's name, deleted when it is replaced.
     consumer: Option<String>,
@@ -365,6 +365,8 @@ impl Feeder {
                     self.held = Some((seq, ts, m));
                     return Ok(Feed::Events(events));
                 }
+                // Held before the await, so a dropped future loses nothing.
+                self.held = Some((seq, ts, m));
                 let gap = Gap {
                     from: self.after + 1,
                     to: seq - 1,
@@ -378,7 +380,6 @@ impl Feeder {
                     gap.reason.as_str()
                 );
                 self.after = seq - 1;
-                self.held = Some((seq, ts, m));
                 return Ok(Feed::Gap(gap));
             }
             match stamped(seq, ts, &m.payload) {
@@ -415,6 +416,7 @@ impl Feeder {
         match meta(&m) {
             Ok((seq, cseq, ts)) if cseq == self.cseq + 1 => {
                 self.cseq = cseq;
+                self.failures = 0;
                 Some((seq, ts, m))
             }
             Ok((_, cseq, _)) => {
@@ -424,6 +426,7 @@ impl Feeder {
                     self.after + 1
                 );
                 self.msgs = None;
+                self.failures += 1;
                 None
             }
             Err(e) => {
@@ -431,6 +434,7 @@ impl Feeder {
                     "feed message without JetStream metadata ({e}); making the consumer again"
                 );
                 self.msgs = None;
+                self.failures += 1;
                 None
             }
         }
@@ -453,6 +457,7 @@ impl Feeder {
                     self.after + 1
                 );
                 self.msgs = None;
+                self.failures += 1;
                 Ok(None)
             }
             None => {
@@ -475,10 +480,15 @@ impl Feeder {
         }
     }
 
-    /// Makes the consumer from the position + 1, retrying (with a backoff up to 2 s)
-    /// until the server answers.
+    /// Makes the consumer from the position + 1, retrying until the server answers;
+    /// after failures (of making it, or of a consumer that delivered nothing since),
+    /// with a backoff of 100 ms doubling up to 1.6 s.
     async fn open(&mut self) -> Result<(), NatsError> {
         loop {
+            if self.failures > 0 {
+                let pause = Duration::from_millis(100 << (self.failures - 1).min(4));
+                tokio::time::sleep(pause).await;
+            }
             match self.try_open().await {
                 Ok(s) => {
                     if self.failures > 0 {
@@ -486,7 +496,6 @@ impl Feeder {
                     }
                     self.msgs = Some(s);
                     self.cseq = 0;
-                    self.failures = 0;
                     return Ok(());
                 }
                 Err(e @ NatsError::Recreated { .. }) => return Err(e),
@@ -494,10 +503,7 @@ impl Feeder {
                     if self.failures.is_multiple_of(10) {
                         tracing::warn!("feed: {e}; retrying");
                     }
-                    let pause = Duration::from_millis(100 << self.failures.min(4))
-                        .min(Duration::from_secs(2));
                     self.failures += 1;
-                    tokio::time::sleep(pause).await;
                 }
             }
         }
