@@ -483,6 +483,27 @@ async fn reads_past_retention_give_a_gap() {
         }
         assert_eq!(got, (16..=25).collect::<Vec<_>>());
         assert_eq!(feeder.position(), 25);
+
+        // Something that is not a hub event, published on hub.ev by another client:
+        // a one-id corrupt gap for readers and for the feed, then on as before.
+        let js = async_nats::jetstream::new(a.client().clone());
+        let ack = js.publish("hub.ev", "not an event".into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, 26);
+        assert_eq!(publish_ok(&a, &events(26, 1)).await, vec![27]);
+        let r = a.read_after(25, 100).await.unwrap();
+        let gap = r.gap.expect("a gap");
+        assert_eq!((gap.from, gap.to, gap.reason), (26, 26, GapReason::Corrupt));
+        // The gap comes first, then the consecutive events after it.
+        assert_eq!(r.events.iter().map(|e| e.id).collect::<Vec<_>>(), vec![27]);
+        assert_eq!(r.next_after, 27);
+        match feeder.next(100).await.unwrap() {
+            Feed::Gap(g) => assert_eq!((g.from, g.to, g.reason), (26, 26, GapReason::Corrupt)),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        match feeder.next(100).await.unwrap() {
+            Feed::Events(e) => assert_eq!(e.iter().map(|e| e.id).collect::<Vec<_>>(), vec![27]),
+            other => panic!("expected event 27, got {other:?}"),
+        }
     })
     .await;
 }
