@@ -186,7 +186,8 @@ pub enum NatsError {
     #[error("NATS at {urls} did not get ready within {after:?}: {stage} did not finish")]
     Timeout {
         urls: String,
-        stage: &'static str,
+        /// What was under way, and the last transient failure of it.
+        stage: String,
         after: Duration,
     },
     #[error(
@@ -202,6 +203,12 @@ pub enum NatsError {
         stream: String,
         urls: String,
         problems: String,
+    },
+    #[error("cannot create stream {stream} on NATS {urls}: {cause}")]
+    CreateStream {
+        stream: String,
+        urls: String,
+        cause: String,
     },
     #[error(
         "stream {stream} on NATS {urls} was created at {created}, but the hub's stream of that name was created at {known}: \
@@ -254,20 +261,20 @@ pub async fn connect(cfg: NatsConfig) -> Result<JsStore, NatsError> {
     cfg.validate()?;
     let bound = cfg.connect_timeout;
     let urls = cfg.urls_text();
-    let stage = Mutex::new("connecting");
+    let stage = Mutex::new("connecting".to_string());
     match tokio::time::timeout(bound, connect_inner(cfg, &stage)).await {
         Ok(r) => r,
         Err(_) => Err(NatsError::Timeout {
             urls,
-            stage: *stage.lock().unwrap(),
+            stage: stage.lock().unwrap().clone(),
             after: bound,
         }),
     }
 }
 
-async fn connect_inner(cfg: NatsConfig, stage: &Mutex<&'static str>) -> Result<JsStore, NatsError> {
+async fn connect_inner(cfg: NatsConfig, stage: &Mutex<String>) -> Result<JsStore, NatsError> {
     let urls = cfg.urls_text();
-    let set = |s| *stage.lock().unwrap() = s;
+    let set = |s: &str| *stage.lock().unwrap() = s.to_string();
     let per_server = cfg
         .connect_timeout
         .clamp(Duration::from_secs(1), Duration::from_secs(5));
@@ -319,11 +326,35 @@ async fn connect_inner(cfg: NatsConfig, stage: &Mutex<&'static str>) -> Result<J
         .timeout(Duration::from_secs(2))
         .build(client.clone());
 
-    set("creating or checking the stream");
-    let stream = ensure_stream(&cfg, &js, &mut notes).await?;
-    set("the stream epoch check (KV bucket hub_meta)");
-    let epoch = stream.cached_info().created.unix_timestamp_nanos();
-    check_epoch(&cfg, &js, epoch).await?;
+    // A cluster that is starting has no JetStream leader for a while, and answers
+    // 503 or not at all: retried (within the bound) until it has one.
+    let mut pause = Duration::from_millis(100);
+    let (stream, epoch) = loop {
+        set("creating or checking the stream");
+        let mut found = Vec::new();
+        let r = async {
+            let stream = ensure_stream(&cfg, &js, &mut found).await?;
+            set("the stream epoch check (KV bucket hub_meta)");
+            let epoch = stream.cached_info().created.unix_timestamp_nanos();
+            check_epoch(&cfg, &js, epoch).await?;
+            Ok::<_, NatsError>((stream, epoch))
+        }
+        .await;
+        match r {
+            Ok(done) => {
+                notes.extend(found);
+                break done;
+            }
+            Err(NatsError::Request { what, cause, .. }) => {
+                tracing::debug!("{what}: {cause}; retrying");
+                let was = stage.lock().unwrap().clone();
+                set(&format!("{was} (last: {what}: {cause})"));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     for n in &notes {
         tracing::warn!("{n}");
     }
@@ -390,14 +421,24 @@ async fn ensure_stream(
                 return Ok(s);
             }
             // Another node created it first (with another config): check that one.
-            Err(create) => js
-                .get_stream(&cfg.stream)
-                .await
-                .map_err(|_| NatsError::Request {
-                    urls: urls.clone(),
-                    what: "creating the stream",
-                    cause: error_chain(&create),
-                })?,
+            Err(create) => match js.get_stream(&cfg.stream).await {
+                Ok(s) => s,
+                // No leader yet (503) or no answer: worth retrying.
+                Err(_) if transient(&create) => {
+                    return Err(NatsError::Request {
+                        urls,
+                        what: "creating the stream",
+                        cause: error_chain(&create),
+                    });
+                }
+                Err(_) => {
+                    return Err(NatsError::CreateStream {
+                        stream: cfg.stream.clone(),
+                        urls,
+                        cause: error_chain(&create),
+                    });
+                }
+            },
         },
         Err(e) => {
             return Err(NatsError::Request {
@@ -422,6 +463,16 @@ async fn ensure_stream(
         )
     }));
     Ok(stream)
+}
+
+/// Whether a failed stream creation may succeed when tried again.
+fn transient(e: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as K;
+    match e.kind() {
+        K::JetStream(j) => j.code() == 503,
+        K::TimedOut | K::Response | K::JetStreamUnavailable => true,
+        _ => false,
+    }
 }
 
 /// What in an existing stream's config breaks the hub (first list) or differs from
