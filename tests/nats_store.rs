@@ -26,39 +26,98 @@ fn nats_server_bin() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The nats-server binary, or why the test is skipped (`None`; a failure under CI).
+fn bin_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = nats_server_bin();
+    if bin.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{test}: nats-server is not installed (CI installs Debian's nats-server in .ci/run)"
+            );
+        }
+        eprintln!("skipped {test}: nats-server is not on PATH (apt-get install nats-server)");
+    }
+    bin
+}
+
 /// A `nats-server -js` of this test, in its own process group, killed on drop.
 struct NatsServer {
     bin: PathBuf,
     child: Option<Child>,
     port: u16,
-    _tmp: tempfile::TempDir,
-    store_dir: PathBuf,
+    /// Its arguments: a store dir on the command line, or a config file.
+    args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
 }
 
 impl NatsServer {
     /// Starts one, or says why not and returns `None` (a failure under CI).
     fn start(test: &str) -> Option<NatsServer> {
-        let Some(bin) = nats_server_bin() else {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{test}: nats-server is not installed (CI installs Debian's nats-server in .ci/run)"
-                );
-            }
-            eprintln!("skipped {test}: nats-server is not on PATH (apt-get install nats-server)");
-            return None;
-        };
+        let bin = bin_or_skip(test)?;
         let tmp = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let store = tmp.path().join("js");
         let mut s = NatsServer {
             bin,
             child: None,
-            port: free_port(),
-            store_dir: tmp.path().join("js"),
+            port,
+            args: ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
+                .into_iter()
+                .map(String::from)
+                .chain([store.display().to_string()])
+                .collect(),
             log: tmp.path().join("nats-server.log"),
-            _tmp: tmp,
+            _tmp: Some(tmp),
         };
         s.spawn();
         Some(s)
+    }
+
+    /// Starts a JetStream cluster of `n` servers on loopback (scale-out.md §6),
+    /// every one ready, in `dir`.
+    fn cluster(test: &str, n: usize, dir: &std::path::Path) -> Option<Vec<NatsServer>> {
+        let bin = bin_or_skip(test)?;
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, c)| format!("nats-route://127.0.0.1:{c}"))
+            .collect();
+        let mut servers: Vec<NatsServer> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, cport))| {
+                let conf = dir.join(format!("n{i}.conf"));
+                let store = dir.join(format!("n{i}"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "server_name: n{i}\nlisten: 127.0.0.1:{port}\n\
+                         jetstream {{ store_dir: \"{}\", max_memory_store: 64MB, max_file_store: 2GB }}\n\
+                         cluster {{ name: hubjs, listen: 127.0.0.1:{cport}, routes: [{}] }}\n",
+                        store.display(),
+                        routes.join(", ")
+                    ),
+                )
+                .unwrap();
+                NatsServer {
+                    bin: bin.clone(),
+                    child: None,
+                    port: *port,
+                    args: vec!["-c".into(), conf.display().to_string()],
+                    _tmp: None,
+                    log: dir.join(format!("n{i}.log")),
+                }
+            })
+            .collect();
+        // Started together: each waits for the routes to the others.
+        for s in &mut servers {
+            s.launch();
+        }
+        for s in &mut servers {
+            s.wait_ready(0);
+        }
+        Some(servers)
     }
 
     fn url(&self) -> String {
@@ -66,6 +125,12 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        let from = self.launch();
+        self.wait_ready(from);
+    }
+
+    /// Starts the process; gives the log's length before it.
+    fn launch(&mut self) -> u64 {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -73,15 +138,7 @@ impl NatsServer {
             .unwrap();
         let start = std::fs::metadata(&self.log).unwrap().len();
         let child = Command::new(&self.bin)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.store_dir)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -89,11 +146,15 @@ impl NatsServer {
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
-        // Ready once it says so in its log (after JetStream is up), within 20 s.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        start
+    }
+
+    /// Waits until its log says it is ready (after JetStream is up), within 30 s.
+    fn wait_ready(&mut self, from: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read(&self.log).unwrap_or_default();
-            let new = String::from_utf8_lossy(&text[start as usize..]).into_owned();
+            let new = String::from_utf8_lossy(&text[from as usize..]).into_owned();
             if new.contains("Server is ready") {
                 return;
             }
@@ -102,7 +163,7 @@ impl NatsServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "nats-server not ready within 20 s:\n{new}"
+                "nats-server not ready within 30 s:\n{new}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -508,6 +569,43 @@ async fn reads_past_retention_give_a_gap() {
     .await;
 }
 
+/// A publishing task (see [`publisher`]).
+struct Publisher {
+    /// Gives the acked ids, and how many were acked when the test said it acted.
+    task: tokio::task::JoinHandle<(Vec<u64>, usize)>,
+    /// Heard once `signal_after` batches are acked.
+    reached: tokio::sync::oneshot::Receiver<()>,
+    /// Tells the task that the test acted (killed a server).
+    acted: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Publishes `batches` batches of 10 events (numbered from `first * 10`) in a task,
+/// signalling after `signal_after` batches while the rest go on.
+fn publisher(store: Arc<JsStore>, first: u64, batches: u64, signal_after: u64) -> Publisher {
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+    let (acted_tx, mut acted_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut reached = Some(reached_tx);
+        let mut ids = Vec::new();
+        let mut at_act = None;
+        for b in first..first + batches {
+            ids.extend(publish_ok(&store, &events(b * 10, 10)).await);
+            if b + 1 - first == signal_after {
+                reached.take().unwrap().send(()).unwrap();
+            }
+            if at_act.is_none() && acted_rx.try_recv().is_ok() {
+                at_act = Some(ids.len());
+            }
+        }
+        (ids, at_act.unwrap_or(usize::MAX))
+    });
+    Publisher {
+        task,
+        reached: reached_rx,
+        acted: acted_tx,
+    }
+}
+
 /// Collects what a feeder yields, in a task, until told to stop.
 fn collect_feed(
     mut feeder: nats::Feeder,
@@ -569,20 +667,22 @@ async fn the_feeder_yields_everything_in_order_through_a_kill_9_of_the_server() 
         wait_position(&mut pos, *acked.iter().max().unwrap(), 30).await;
 
         // Killed while events are being published (and fed).
-        let publisher = {
-            let a = a.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for b in 20..60 {
-                    ids.extend(publish_ok(&a, &events(b * 10, 10)).await);
-                }
-                ids
-            })
-        };
-        wait_position(&mut pos, 250, 30).await;
+        let Publisher {
+            task,
+            reached,
+            acted,
+        } = publisher(a.clone(), 20, 40, 5);
+        reached.await.unwrap();
         server.kill9();
+        acted.send(()).unwrap();
         server.restart();
-        acked.extend(publisher.await.unwrap());
+        let (ids, at_kill) = task.await.unwrap();
+        assert!(
+            at_kill < ids.len(),
+            "publishing went on after the kill ({at_kill} of {})",
+            ids.len()
+        );
+        acked.extend(ids);
         let last = *acked.iter().max().unwrap();
         wait_position(&mut pos, last, 30).await;
     })
@@ -686,4 +786,75 @@ async fn durable_cursors_are_shared_between_connections() {
         assert!(!kv.cached_info().config.allow_direct);
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_stream_loses_nothing_when_its_leader_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mut servers) = NatsServer::cluster("an_r3_stream_loses_nothing", 3, tmp.path()) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let mut c = NatsConfig::new(urls.clone());
+    c.replicas = 3;
+    // A 2.9.10 election takes 4-9 s; a starting cluster has no meta leader at first.
+    c.connect_timeout = Duration::from_secs(60);
+    c.publish_timeout = Duration::from_secs(40);
+    let mut acked = Vec::new();
+    let mut fed = Vec::new();
+    bounded(180, async {
+        let a = Arc::new(open(&c).await);
+        // The feeding node talks to the last server first.
+        let mut cb = c.clone();
+        cb.urls.reverse();
+        let b = Arc::new(open(&cb).await);
+        let js = async_nats::jetstream::new(a.client().clone());
+        let info = js.get_stream("HUB").await.unwrap().cached_info().clone();
+        assert_eq!(info.config.num_replicas, 3);
+        let leader = info
+            .cluster
+            .and_then(|c| c.leader)
+            .expect("a stream leader");
+        let (feed, mut pos) = collect_feed(b.feeder(0));
+        let Publisher {
+            task,
+            reached,
+            acted,
+        } = publisher(a.clone(), 0, 40, 10);
+        reached.await.unwrap();
+        let i: usize = leader.trim_start_matches('n').parse().unwrap();
+        let killed = Instant::now();
+        servers[i].kill9();
+        acted.send(()).unwrap();
+        let (ids, at_kill) = task.await.unwrap();
+        eprintln!(
+            "stream leader {leader} killed with {at_kill} of {} acked; the rest took {:?}",
+            ids.len(),
+            killed.elapsed()
+        );
+        assert!(at_kill < ids.len(), "publishing went on after the kill");
+        acked = ids;
+        let last = *acked.iter().max().unwrap();
+        wait_position(&mut pos, last, 60).await;
+        drop(pos);
+        fed = feed.await.unwrap();
+    })
+    .await;
+    let ids: Vec<u64> = fed.iter().map(|e| e.id).collect();
+    let last = *acked.iter().max().unwrap();
+    assert_eq!(
+        ids,
+        (1..=last).collect::<Vec<_>>(),
+        "every id once, in order"
+    );
+    assert!(
+        acked.iter().all(|id| ids.contains(id)),
+        "every acked id fed"
+    );
+    let ns: Vec<u64> = fed.iter().map(|e| n_of(e)).collect();
+    assert_eq!(
+        ns,
+        (0..400).collect::<Vec<_>>(),
+        "each published event once"
+    );
 }
