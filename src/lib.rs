@@ -34,6 +34,8 @@ pub mod follow;
 pub mod fuzzing;
 pub mod json;
 pub mod matching;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
