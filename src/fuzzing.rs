@@ -23,10 +23,9 @@
 //! - [`segment_recovery`]: flips and cuts of a real segment lose only the records
 //!   they touched, each named as lost, and a cut alone is a torn tail.
 
-use crate::event::{
-    DEFAULT_TYPE, Event, Fields, NewEvent, RawEvent, StoredEvent, TsField, compact_json,
-};
+use crate::event::{DEFAULT_TYPE, Event, Fields, NewEvent, RawEvent, StoredEvent, TsField};
 use crate::follow::{Budget, Item, Key, Lines, Stepped};
+use crate::json::compact_json;
 use crate::matching::{Filter, Matcher};
 use crate::protocol::ClientFrame;
 use serde_json::Value;
@@ -173,7 +172,7 @@ pub fn json_text(text: &str) -> bool {
     assert_eq!(Some(len), extent, "the quick check's extent in {text:?}");
     if crate::json::is_plain(text) {
         assert!(whole, "the quick check took {text:?}, serde refuses it");
-        assert!(crate::event::check_json(text).is_ok(), "{text:?}");
+        assert!(crate::json::check_json(text).is_ok(), "{text:?}");
     }
     true
 }

@@ -10,6 +10,8 @@
 //! invalid) gets `None`, and the caller asks serde_json, whose answer and error
 //! message count.
 
+use std::borrow::Cow;
+
 /// Nesting taken here; serde_json refuses past 128 levels, counted from the top of
 /// the text it parses (a frame's `data` sits three levels down).
 const MAX_DEPTH: u32 = 100;
@@ -181,6 +183,154 @@ fn number(b: &[u8], start: usize) -> Option<usize> {
         return None;
     }
     Some(i)
+}
+
+/// Whether raw JSON that serde_json has read already (as a [`RawValue`]: its
+/// structure, string escapes and characters are valid) may still hold what parsing
+/// it into a `Value` refuses: a number beyond f64's range (that takes an exponent,
+/// or 309 digits), an escaped lone surrogate (that takes a `\u` escape), or nesting
+/// past serde_json's recursion limit of 128 (that takes 128 brackets). Where this
+/// says no, [`check_json`] would pass: one quick pass over the bytes instead of a
+/// second parse, for most data.
+pub(crate) fn may_fail_value_parse(text: &str) -> bool {
+    let b = text.as_bytes();
+    // `\u`, or a digit and then `e`/`E`: one branch-free pass over byte pairs, which
+    // the compiler vectorizes.
+    let pairs = b.iter().zip(b.iter().skip(1)).fold(false, |hit, (&x, &y)| {
+        hit | ((x == b'\\') & (y == b'u')) | ((x.wrapping_sub(b'0') < 10) & ((y | 0x20) == b'e'))
+    });
+    // 300 digits or 100 open brackets need as many bytes.
+    pairs || (b.len() >= 200 && long_number_or_deep(b))
+}
+
+/// 300 digits in a row, or 100 open brackets.
+pub(crate) fn long_number_or_deep(b: &[u8]) -> bool {
+    let (mut digits, mut opens) = (0u32, 0u32);
+    for &c in b {
+        if c.is_ascii_digit() {
+            digits += 1;
+        } else {
+            digits = 0;
+            opens += u32::from(c == b'[' || c == b'{');
+        }
+        if digits >= 300 || opens >= 100 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Checks that `text` is exactly one JSON value, as strictly as parsing it into a
+/// [`serde_json::Value`] would (numbers in range, escapes valid), without building
+/// one. The hub keeps published data as text and decodes it only on demand, so it
+/// must be sure at intake that it can.
+///
+/// # Errors
+/// The text is not one valid JSON value.
+pub fn check_json(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<Checked>(text).map(|_| ())
+}
+
+/// A JSON value read and thrown away, checked as strictly as parsing it into a
+/// [`serde_json::Value`] would (numbers in range, string escapes valid), without
+/// building anything. (`serde::de::IgnoredAny` would skip nested values without
+/// those checks: `{"a":1e999}` would pass.)
+pub struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Checked)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// Removes the insignificant whitespace of a valid JSON text, borrowing when there
+/// is none (the common case: machines send compact JSON). Stored events must be
+/// compact: each is one line of `hub-sub`'s output and of `/events`.
+pub fn compact_json(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    // In valid JSON a byte at or below b' ' is whitespace (strings cannot hold raw
+    // control characters), so text without one is compact: one branch-free pass
+    // the compiler vectorizes, before the scan that tracks strings.
+    if !bytes.iter().fold(false, |ws, &b| ws | (b <= b' ')) {
+        return Cow::Borrowed(raw);
+    }
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut first_ws = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+        } else if b == b'"' {
+            in_str = true;
+        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            first_ws = Some(i);
+            break;
+        }
+    }
+    let Some(start) = first_ws else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..start]);
+    let mut in_str = false;
+    let mut escaped = false;
+    for c in raw[start..].chars() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if matches!(c, ' ' | '\n' | '\r' | '\t') {
+            continue;
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

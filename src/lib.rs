@@ -20,6 +20,17 @@
 //! - [`dashboard`]: the browser dashboard `hub-serve` serves at `/`: its embedded
 //!   page, script and style, with their headers (CSP, ETag).
 //! - [`stdin`]: standard input read by a thread of its own (`hub-emit`, `hub-tail -`).
+//! - [`store`]: the durable event log of `hub-serve` (segments, checksums, repair,
+//!   retention, idempotency keys) and `hub-serve --check`.
+//! - [`broker`]: publish → log → fan-out, subscriptions (catch-up ⇄ live), the
+//!   `/tasks` board, durable cursors and the counters of `/status`.
+//! - [`server`]: the HTTP and WebSocket server on one port: accept loop and limits,
+//!   `/ws`, `/publish`, `/events`, `/status`, `/metrics`, access rules.
+//! - [`nats`] (feature `nats`): the JetStream counterpart of [`store`] for running
+//!   several hubs over one NATS stream; not yet wired into `hub-serve`.
+//! - [`shutdown`]: SIGINT/SIGTERM into one cancellation token.
+//! - `fuzzing` (tests and the `fuzzing` feature) and `testgen` (tests): the checks
+//!   the fuzz targets and property tests share, and their input generators.
 
 pub mod app;
 pub mod broker;

@@ -19,7 +19,7 @@ impl<'a> RawJson<'a> {
     /// The text is not valid JSON, or has something after the value.
     pub fn new(text: &'a str) -> Result<Self, serde_json::Error> {
         if !crate::json::is_plain(text) {
-            crate::event::check_json(text)?;
+            crate::json::check_json(text)?;
         }
         Ok(RawJson(text))
     }

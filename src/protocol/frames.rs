@@ -588,11 +588,12 @@ mod tests {
             spec: spec.clone(),
         };
         let text = serde_json::to_string(&frame).unwrap();
-        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&text)
+        let mut keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, Value>>(&text)
             .unwrap()
             .keys()
             .cloned()
             .collect();
+        keys.sort();
         let mut want = vec!["sub".to_string(), "type".to_string()];
         want.extend(Subscribe::FIELDS.map(String::from));
         want.sort();

@@ -175,7 +175,7 @@ impl<'a> Scanner<'a> {
             && !self.spaced
             && seen & 17 == 17
             && data
-                .is_some_and(|d| matches!(crate::event::compact_json(d.get()), Cow::Borrowed(_))))
+                .is_some_and(|d| matches!(crate::json::compact_json(d.get()), Cow::Borrowed(_))))
         .then(|| &self.text[start..self.pos]);
         let cow = |s: &'a str| CowStr(Cow::Borrowed(s));
         Some(RawEvent::new(
