@@ -362,7 +362,7 @@ impl Broker {
         {
             let mut tasks = None;
             for s in &stored {
-                if TaskBoard::is_task_type(crate::event::Fields::kind(s.as_ref())) {
+                if crate::event::is_task_type(crate::event::Fields::kind(s.as_ref())) {
                     tasks
                         .get_or_insert_with(|| self.shared.tasks.lock().unwrap())
                         .apply(s.as_ref());

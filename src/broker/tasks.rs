@@ -44,17 +44,9 @@ fn text(v: &Value, key: &str) -> Option<String> {
 }
 
 impl TaskBoard {
-    /// Whether `kind` is one of the lifecycle types this board folds.
-    pub fn is_task_type(kind: &str) -> bool {
-        matches!(
-            kind,
-            "task_started" | "progress" | "task_completed" | "task_failed"
-        )
-    }
-
     /// Folds one event in; events of other types are ignored.
     pub fn apply<E: Fields + ?Sized>(&mut self, ev: &E) {
-        if !Self::is_task_type(ev.kind()) {
+        if !crate::event::is_task_type(ev.kind()) {
             return;
         }
         let (id, ts) = (ev.id(), ev.ts());

@@ -113,6 +113,18 @@ pub async fn serve(uri: Uri, headers: HeaderMap) -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// The page's list of task types is the hub's (`event::TASK_TYPES`).
+    #[test]
+    fn the_page_knows_the_task_types() {
+        let js = include_str!("dashboard.js");
+        let list: Vec<String> = crate::event::TASK_TYPES
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect();
+        let want = format!("const TASK_TYPES = [{}];", list.join(", "));
+        assert!(js.contains(&want), "dashboard.js must say {want}");
+    }
+
     use super::*;
 
     #[test]

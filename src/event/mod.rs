@@ -47,6 +47,16 @@ pub const MAX_DATA_DEPTH: usize = 126;
 /// The type an event gets when the publisher names none.
 pub const DEFAULT_TYPE: &str = "message";
 
+/// The types of the task lifecycle (SPEC §1), the one list: `/tasks` folds them,
+/// the log flags them on disk so a restart rebuilds the board from them alone,
+/// `hub-sub --progress` draws them and the dashboard's task views show them.
+pub const TASK_TYPES: [&str; 4] = ["task_started", "progress", "task_completed", "task_failed"];
+
+/// Whether `kind` is one of [`TASK_TYPES`].
+pub fn is_task_type(kind: &str) -> bool {
+    TASK_TYPES.contains(&kind)
+}
+
 /// Why an event was refused. The message says what was wrong and what is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {

@@ -12,7 +12,6 @@
 //! after a lost ack never stores it twice.
 
 use super::{EVENT_SUBJECT, JsStore, TASK_SUBJECT, error_chain};
-use crate::broker::tasks::TaskBoard;
 use crate::event::{Prepared, StoredEvent, TsField, format_ts};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
@@ -165,7 +164,7 @@ impl JsStore {
             ),
         };
         Outgoing {
-            subject: if TaskBoard::is_task_type(p.kind()) {
+            subject: if crate::event::is_task_type(p.kind()) {
                 TASK_SUBJECT
             } else {
                 EVENT_SUBJECT

@@ -1,7 +1,7 @@
 //! The durable event log: append-only segments under the data dir (or in memory with
 //! `--memory`), id assignment, idempotency keys, retention and reads by id.
 //!
-//! The broker's writer task is the only appender; any task may read. Ids are
+//! Appends happen under the broker's turn (its writer thread, or a small publish written inline where it arrives), one at a time; any task may read. Ids are
 //! assigned here, consecutively, so a gap in what a reader sees can only come from
 //! retention (which [`Log::read_after`] reports).
 //!
@@ -215,13 +215,6 @@ struct Inner {
     /// Keeps the data dir's lock for the life of the log.
     _lock: Option<File>,
     buf: Vec<u8>,
-}
-
-fn is_task_type(kind: &str) -> bool {
-    matches!(
-        kind,
-        "task_started" | "progress" | "task_completed" | "task_failed"
-    )
 }
 
 impl Log {
@@ -473,7 +466,11 @@ impl Log {
                 continue;
             }
             let key = s.key().unwrap_or("");
-            let flags = if is_task_type(s.kind()) { FLAG_TASK } else { 0 };
+            let flags = if crate::event::is_task_type(s.kind()) {
+                FLAG_TASK
+            } else {
+                0
+            };
             let before = buf.len();
             encode_record(&mut buf, id, ts, flags, key.as_bytes(), s.json.as_bytes());
             recs.push((id, ts, (buf.len() - before) as u32));
@@ -1185,5 +1182,38 @@ mod tests {
         let (_, rec) = Log::open(cfg(Some(dir.path()))).unwrap();
         assert_eq!(rec.task_events.len(), 1);
         assert_eq!(rec.task_events[0].topic(), "task:x");
+    }
+
+    /// Every type of `event::TASK_TYPES` is flagged on disk, so a restart hands each
+    /// to the task board; other types are not.
+    #[test]
+    fn every_task_type_is_flagged_for_the_board() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (log, _) = Log::open(cfg(Some(dir.path()))).unwrap();
+            let mut evs = Vec::new();
+            for kind in crate::event::TASK_TYPES
+                .iter()
+                .chain(&["message", "rotated"])
+            {
+                let mut t = inc("task:x", None);
+                t.kind = Some(kind.to_string());
+                evs.push(t.into());
+            }
+            log.append(evs, 1, 65536).unwrap();
+        }
+        let (_, rec) = Log::open(cfg(Some(dir.path()))).unwrap();
+        let kinds: Vec<&str> = rec.task_events.iter().map(|e| e.kind()).collect();
+        assert_eq!(kinds, crate::event::TASK_TYPES);
+        let mut board = crate::broker::tasks::TaskBoard::default();
+        for e in &rec.task_events {
+            board.apply(e);
+        }
+        assert_eq!(board.list().len(), 1);
+        assert_eq!(
+            board.last_id(),
+            4,
+            "the four task events, not the two others"
+        );
     }
 }

@@ -20,8 +20,6 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// The task types `--wait-task` and `--progress` follow.
-const TASK_TYPES: [&str; 4] = ["task_started", "progress", "task_completed", "task_failed"];
-
 /// What decides the end of a run.
 struct Stop {
     count: Option<u64>,
@@ -111,7 +109,10 @@ fn plan(args: &SubArgs) -> Result<(SubscribeOptions, Stop), anyhow::Error> {
             "task_failed".into(),
         ];
     } else if args.progress && types.is_empty() {
-        types = TASK_TYPES.iter().map(|t| t.to_string()).collect();
+        types = crate::event::TASK_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
     }
     // Patterns and filters are checked here so a typo is exit 2 with the reason.
     Matcher::new(&topics, &types, &args.filters)?;

@@ -88,10 +88,7 @@ impl ProgressView {
 
     /// True for the event types this view draws.
     pub fn wants(kind: &str) -> bool {
-        matches!(
-            kind,
-            "task_started" | "progress" | "task_completed" | "task_failed"
-        )
+        crate::event::is_task_type(kind)
     }
 
     /// Feeds one event.
