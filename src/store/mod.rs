@@ -1,7 +1,8 @@
 //! The durable event log: append-only segments under the data dir (or in memory with
 //! `--memory`), id assignment, idempotency keys, retention and reads by id.
 //!
-//! Appends happen under the broker's turn (its writer thread, or a small publish written inline where it arrives), one at a time; any task may read. Ids are
+//! Appends happen under the broker's turn (its writer thread, or a small publish
+//! written inline where it arrives), one at a time; any task may read. Ids are
 //! assigned here, consecutively, so a gap in what a reader sees can only come from
 //! retention (which [`Log::read_after`] reports).
 //!
