@@ -197,7 +197,71 @@ pub struct RawEvent<'a> {
     /// this event's encoding (but for a missing `type`): copied whole instead of
     /// field by field. Set only by the quick path ([`RawEvent::new`]), which checks.
     #[serde(skip)]
-    canon: Option<&'a str>,
+    canon: Option<CanonText<'a>>,
+}
+
+/// The text of a published event from its first field to its closing brace, where
+/// that text is already the event's stored encoding but for a missing `type`:
+/// `"topic":"T"[,"type":"K"][,"source":"S"][,"key":"Y"],"data":D}`, in that order,
+/// without whitespace, each string with nothing to escape, `data` not `null`. Built
+/// only by [`CanonText::new`], which checks all of that against the event's fields
+/// (each of which must be borrowed from this very text), so the spans the log keeps
+/// for them are right in every build.
+#[derive(Debug, Clone, Copy)]
+pub struct CanonText<'a>(&'a str);
+
+impl<'a> CanonText<'a> {
+    /// `text` as a canonical text of the event with these fields, or `None` if it
+    /// is not one. The caller checks that `data` is compact (the check here is of
+    /// the structure and of where each field lies: O(the string fields' length)).
+    pub fn new(
+        text: &'a str,
+        topic: &str,
+        kind: Option<&str>,
+        source: Option<&str>,
+        key: Option<&str>,
+        data: &str,
+    ) -> Option<Self> {
+        let b = text.as_bytes();
+        // Where `s` starts in `text`, if it is a slice of it.
+        let offset = |s: &str| -> Option<usize> {
+            let a = (s.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            (a + s.len() <= text.len()).then_some(a)
+        };
+        // Expects `lit` at `pos`; returns the position after it.
+        let lit = |pos: usize, lit: &str| -> Option<usize> {
+            b.get(pos..pos + lit.len())
+                .filter(|got| *got == lit.as_bytes())
+                .map(|_| pos + lit.len())
+        };
+        let mut pos = 0;
+        let fields = [
+            ("\"topic\":\"", Some(topic)),
+            (",\"type\":\"", kind),
+            (",\"source\":\"", source),
+            (",\"key\":\"", key),
+        ];
+        for (head, value) in fields {
+            let Some(v) = value else { continue };
+            let at = lit(pos, head)?;
+            let plain = v.bytes().all(|c| c >= 0x20 && c != b'"' && c != b'\\');
+            if offset(v)? != at || !plain {
+                return None;
+            }
+            pos = lit(at + v.len(), "\"")?;
+        }
+        let at = lit(pos, ",\"data\":")?;
+        if pos == 0 || offset(data)? != at || data == "null" || at + data.len() + 1 != b.len() {
+            return None;
+        }
+        lit(at + data.len(), "}")?;
+        Some(CanonText(text))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
 }
 
 impl PartialEq for RawEvent<'_> {
@@ -219,18 +283,15 @@ impl<'a> RawEvent<'a> {
     /// An event read by other means than its `Deserialize` (the quick path of
     /// [`ClientFrame::parse`](crate::protocol::ClientFrame::parse)).
     ///
-    /// `canon`, if given, is the event's text from its first field to its closing
-    /// brace, and must be its encoding but for a missing type: the fields in the
-    /// order `topic`, `type`, `source`, `key`, `data`, no whitespace, strings with
-    /// nothing to escape, `data` present, compact and not `null`, and every string
-    /// field borrowed from this very text.
+    /// `canon`, if given, is the event's text, checked to be its encoding but for a
+    /// missing type (see [`CanonText`]): it is then copied whole when stored.
     pub(crate) fn new(
         topic: CowStr<'a>,
         kind: Option<CowStr<'a>>,
         source: Option<CowStr<'a>>,
         key: Option<CowStr<'a>>,
         data: Option<RawData<'a>>,
-        canon: Option<&'a str>,
+        canon: Option<CanonText<'a>>,
     ) -> Self {
         RawEvent {
             topic,
@@ -333,8 +394,8 @@ impl RawEvent<'_> {
         out.push_str(&text[topic_end..]);
         // A field's place in `text`, moved past the inserted type if after it.
         let at = |s: &str| {
+            // In `text`: `CanonText::new` checked that every field is a slice of it.
             let a = s.as_ptr() as usize - text.as_ptr() as usize;
-            debug_assert!(a + s.len() <= text.len(), "{s:?} is not in {text:?}");
             let a = if a >= topic_end { a + gap } else { a };
             (a as u32, (a + s.len()) as u32)
         };
@@ -363,7 +424,7 @@ impl RawEvent<'_> {
         for e in events {
             let start = buf.len();
             let at = match e.canon {
-                Some(text) => e.encode_canon(&mut buf, text),
+                Some(text) => e.encode_canon(&mut buf, text.as_str()),
                 None => tail(e).encode_into(&mut buf, &data(e)),
             };
             parts.push((start, buf.len() - start, at));
@@ -426,5 +487,72 @@ impl Prepared {
     pub fn max_encoded_len(&self) -> usize {
         // `{"id":` 20 digits `,"ts":"` 24 characters `",`
         6 + 20 + 7 + 24 + 2 + self.len as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields of `text` as the scanner borrows them: each a slice of `text`
+    /// (the string values between their quotes, then the data after `"data":`).
+    fn slices<'t>(text: &'t str, strings: &[&str], data: &str) -> Vec<&'t str> {
+        let mut out: Vec<&'t str> = strings
+            .iter()
+            .map(|p| {
+                let a = text.find(&format!(":\"{p}\"")).unwrap() + 2;
+                &text[a..a + p.len()]
+            })
+            .collect();
+        let a = text.find("\"data\":").unwrap() + 7;
+        out.push(&text[a..a + data.len()]);
+        out
+    }
+
+    #[test]
+    fn canon_text_takes_the_encoding_and_nothing_else() {
+        let ok = r#""topic":"t","type":"k","source":"s","key":"y","data":{"a":1}}"#;
+        let f = slices(ok, &["t", "k", "s", "y"], r#"{"a":1}"#);
+        assert!(CanonText::new(ok, f[0], Some(f[1]), Some(f[2]), Some(f[3]), f[4]).is_some());
+        let short = r#""topic":"t","data":[1]}"#;
+        let g = slices(short, &["t"], "[1]");
+        assert!(CanonText::new(short, g[0], None, None, None, g[1]).is_some());
+
+        // A field that is not a slice of the text (an owned, unescaped copy).
+        let owned = String::from("t");
+        assert!(CanonText::new(short, &owned, None, None, None, g[1]).is_none());
+        let data = String::from("[1]");
+        assert!(CanonText::new(short, g[0], None, None, None, &data).is_none());
+        // A field the text has but the event does not say (or the other way round).
+        assert!(CanonText::new(ok, f[0], None, Some(f[2]), Some(f[3]), f[4]).is_none());
+        assert!(CanonText::new(short, g[0], Some(g[0]), None, None, g[1]).is_none());
+        // Fields out of order, whitespace, a missing closing brace, trailing bytes,
+        // null data, something to escape.
+        for bad in [
+            r#""type":"k","topic":"t","data":1}"#,
+            r#""topic":"t", "data":1}"#,
+            r#""topic":"t","data":1"#,
+            r#""topic":"t","data":1}x"#,
+            r#""topic":"t","data":null}"#,
+            r#""topic":"t\u0041","data":1}"#,
+        ] {
+            let topic_at = bad.find("\"topic\":\"").unwrap() + 9;
+            let topic_end = topic_at + bad[topic_at..].find('"').unwrap();
+            let data_at = bad.find("\"data\":").unwrap() + 7;
+            let data_end = bad[data_at..].find('}').map_or(bad.len(), |e| data_at + e);
+            let kind = bad.find("\"type\":\"").map(|a| &bad[a + 8..a + 9]);
+            assert!(
+                CanonText::new(
+                    bad,
+                    &bad[topic_at..topic_end],
+                    kind,
+                    None,
+                    None,
+                    &bad[data_at..data_end]
+                )
+                .is_none(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! answers `None` for anything else, which then goes through the full parse: the
 //! result, or the error message, is always serde's.
 
-use crate::event::{CowStr, RawData, RawEvent};
+use crate::event::{CanonText, CowStr, RawData, RawEvent};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -171,12 +171,16 @@ impl<'a> Scanner<'a> {
         }
         // The event's text is its encoding (see `RawEvent::new`): topic first (so
         // `in_order` with data last), strings plain, data there and compact.
-        let canon = (in_order
-            && !self.spaced
-            && seen & 17 == 17
-            && data
-                .is_some_and(|d| matches!(crate::json::compact_json(d.get()), Cow::Borrowed(_))))
-        .then(|| &self.text[start..self.pos]);
+        let canon = match (topic, data) {
+            (Some(t), Some(d))
+                if in_order
+                    && !self.spaced
+                    && matches!(crate::json::compact_json(d.get()), Cow::Borrowed(_)) =>
+            {
+                CanonText::new(&self.text[start..self.pos], t, kind, source, key, d.get())
+            }
+            _ => None,
+        };
         let cow = |s: &'a str| CowStr(Cow::Borrowed(s));
         Some(RawEvent::new(
             cow(topic?),
