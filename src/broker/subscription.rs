@@ -240,8 +240,9 @@ impl Subscription {
             return Ok(());
         }
         // Nothing more in the log: rejoin live unless the fan-out has moved past us.
-        // (The outbox is empty here: the fan-out skips a subscription that is not
-        // live, and it left live only once it had delivered all its outbox held.)
+        // The outbox may still hold a chunk sent just before this subscription left
+        // live; what keeps delivery exact is that events at or below the cursor are
+        // dropped when taken from it (`ev.id() > self.cursor` in take_live).
         let rejoined = self.broker.try_go_live(self.key, self.cursor, &self.live);
         if rejoined {
             self.mode = Mode::Live;

@@ -398,8 +398,7 @@ impl Conn {
         // Giving way once a batch's worth is queued hands them over (and lets
         // another worker take this task); giving way after every frame would make
         // each frame a batch of its own, and under load, when frames queue up, one
-        // append and one fan-out per frame (100 subscribers at 1,000 events/s fell
-        // behind by 100 ms).
+        // append and one fan-out per frame, which falls behind with many subscribers.
         if publishing.unyielded >= YIELD_EVERY {
             publishing.unyielded = 0;
             tokio::task::yield_now().await;
