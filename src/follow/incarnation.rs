@@ -133,6 +133,19 @@ pub(super) fn end_incarnation(
     };
     c.lines.flush(key, budget, emit, out);
     let end = c.lines.pos();
+    announce_end(c, end, ending, budget, emit, out);
+}
+
+/// Emits the `rotated` item, acknowledging the file up to `end`, and marks `c` as
+/// ended.
+pub(super) fn announce_end(
+    c: &mut Incarnation,
+    end: u64,
+    ending: Ending,
+    budget: &mut Budget,
+    emit: &mut dyn FnMut(Item<'_>),
+    out: &mut Stepped,
+) {
     emit(Item::Rotated {
         key_prefix: &c.key_prefix,
         uid: c.uid,

@@ -523,15 +523,7 @@ impl Follower {
             // Read on during the grace period: the partial line waits, and the
             // acknowledgement of `rotated` must not cover it.
             let end = c.lines.line_start;
-            emit(Item::Rotated {
-                key_prefix: &c.key_prefix,
-                uid: c.uid,
-                end,
-                reason: ending,
-            });
-            budget.take(0);
-            out.items += 1;
-            c.ending = Some(ending);
+            announce_end(c, end, ending, budget, emit, out);
         } else {
             end_incarnation(c, ending, budget, emit, out);
         }
