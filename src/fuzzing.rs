@@ -293,7 +293,14 @@ pub fn server_frame(text: &str, sub: &str) -> bool {
                 }
                 let v = serde_json::from_str(json).ok()?;
                 if let Some(id) = quick_id {
-                    assert_eq!(Ok(id), event_id_by_serde(json), "event_id: {json}");
+                    match event_id_by_serde(json) {
+                        Ok(by_serde) => assert_eq!(id, by_serde, "event_id: {json}"),
+                        // An object with a key twice is no event (the hub never
+                        // writes one; an event's serde read refuses it); the quick
+                        // read takes the first `id`, whose number is checked above.
+                        Err(e) if e.starts_with("duplicate field") => {}
+                        Err(e) => panic!("event_id: {json}: quick {id}, serde: {e}"),
+                    }
                 }
                 Some(v)
             })

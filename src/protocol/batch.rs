@@ -382,4 +382,30 @@ mod tests {
         let text = format!("{prefix}{{\"id\":1}},\n{{\"id\":2}}\n]}}");
         assert_eq!(split_events_frame(&text, &prefix).map(|r| r.len()), Some(2));
     }
+
+    /// Found by the `server_frame` fuzz target: an event with its `id` key twice.
+    /// serde refuses it as an event; the quick read takes the first `id` (the hub
+    /// never writes a key twice, so no cursor of a hub's event differs).
+    #[test]
+    fn an_event_with_its_id_twice_is_read_by_its_first_id() {
+        let json = r#"{"id":1,"t":"t","type":"message","id":2,"data":{}}"#;
+        assert_eq!(event_id(json), Some(1));
+        assert!(
+            event_id_by_serde(json)
+                .unwrap_err()
+                .starts_with("duplicate field")
+        );
+        let prefix = events_frame_prefix("\"s1\"");
+        let text = format!("{prefix}{json}\n]}}");
+        assert_eq!(split_events_frame(&text, &prefix).map(|r| r.len()), Some(1));
+        assert!(crate::fuzzing::server_frame(&text, "s1"));
+        let crash = concat!(
+            r#"{"type":"events","sub":"s1","events":["#,
+            "\n",
+            r#"{"id":1,"t":"t","type":"message","id":1,"t":"t","type":"messagedatsage","#,
+            r#""data":{"a":"x      ,\":1ny"}}"#,
+            "\n]}"
+        );
+        crate::fuzzing::server_frame(crash, "s1");
+    }
 }
