@@ -23,7 +23,7 @@ _hub__serve() {
 
     case "${cmd}" in
         hub__serve)
-            opts="-v -q -h -V --listen --data-dir --memory --check --fsync --retain-events --retain-bytes --retain-age --token --token-file --allow-origin --allow-host --max-connections --max-subscriptions --max-event-bytes --idle-timeout --no-dashboard --verbose --quiet --help --version"
+            opts="-v -q -h -V --listen --data-dir --memory --check --fsync --nats --nats-stream --nats-replicas --retain-events --retain-bytes --retain-age --token --token-file --allow-origin --allow-host --max-connections --max-subscriptions --max-event-bytes --idle-timeout --no-dashboard --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -39,6 +39,18 @@ _hub__serve() {
                     ;;
                 --fsync)
                     COMPREPLY=($(compgen -W "always batch never" -- "${cur}"))
+                    return 0
+                    ;;
+                --nats)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-stream)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nats-replicas)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --retain-events)

@@ -1,8 +1,11 @@
 complete -c hub-serve -l listen -d 'Address to listen on (port 0 picks a free port; the first stderr line names it)' -r
 complete -c hub-serve -l data-dir -d 'Where the event log lives [default: $XDG_STATE_HOME/hub, else ~/.local/state/hub]' -r -F
-complete -c hub-serve -l fsync -d 'When written events are fsynced: always (before each ack, group commit), batch (at least every 100 ms), never (left to the OS). All three survive a crash of the process; after a power loss, batch may lose the last 100 ms and never what the OS had not written back yet' -r -f -a "always\t'fsync before every acknowledgement (batched: one fsync per group commit)'
+complete -c hub-serve -l fsync -d 'When written events are fsynced: always (before each ack, group commit), batch (at least every 100 ms), never (left to the OS). All three survive a crash of the process; after a power loss, batch may lose the last 100 ms and never what the OS had not written back yet. [default: batch] Not with --nats' -r -f -a "always\t'fsync before every acknowledgement (batched: one fsync per group commit)'
 batch\t'fsync written data at least every 100 ms'
 never\t'Never fsync; the OS writes back when it likes'"
+complete -c hub-serve -l nats -d 'Keep events in a NATS JetStream stream instead of a log of this node\'s own: every hub-serve given the same servers and stream serves the same events under the same ids (URLs comma-separated: nats://HOST:4222,...). Needs nats-server 2.9 or newer with JetStream (-js)' -r
+complete -c hub-serve -l nats-stream -d 'The JetStream stream to use with --nats (created by the first node when missing, checked and never changed by the others)' -r
+complete -c hub-serve -l nats-replicas -d 'Replicas of the stream (and of the cursor buckets) when this node creates it: 1 to 5; 3 survives the loss of one server' -r
 complete -c hub-serve -l retain-events -d 'Retain about this many events: the oldest whole segments are dropped once at least N remain without them' -r
 complete -c hub-serve -l retain-bytes -d 'Retain about this much log (e.g. 512MiB, 1GiB): the oldest whole segments are dropped once at least SIZE remains without them' -r
 complete -c hub-serve -l retain-age -d 'Drop segments whose newest event is older than this (e.g. 7d, 12h)' -r

@@ -9,6 +9,12 @@ fn main() -> ExitCode {
     no_huge_pages();
     hub::cli::docs::generate_if_asked("hub-serve");
     let args = ServeArgs::parse();
+    if let Some(problem) = args.usage_problem() {
+        use clap::CommandFactory;
+        ServeArgs::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit();
+    }
     if args.check {
         return ExitCode::from(hub::app::serve::run_check(&args));
     }

@@ -17,6 +17,8 @@
 //! `--retain-age` and saves durable cursors.
 
 pub mod cursors;
+#[cfg(feature = "nats")]
+mod nats;
 pub mod subscription;
 pub mod tasks;
 
@@ -79,6 +81,26 @@ pub enum BrokerError {
     Match(#[from] MatchError),
     #[error("give either since or last, not both")]
     SinceAndLast,
+    /// The place events are kept cannot be reached (`--nats`: the NATS servers);
+    /// worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why a queued publish failed as a whole (cloned to every request of a batch).
+#[derive(Debug, Clone)]
+pub enum Failed {
+    Io(String),
+    Unavailable(String),
+}
+
+impl From<Failed> for BrokerError {
+    fn from(f: Failed) -> Self {
+        match f {
+            Failed::Io(e) => BrokerError::Io(std::io::Error::other(e)),
+            Failed::Unavailable(e) => BrokerError::Unavailable(e),
+        }
+    }
 }
 
 pub(crate) struct Entry {
@@ -103,11 +125,11 @@ struct Registry {
 
 struct PublishReq {
     events: Vec<Prepared>,
-    reply: oneshot::Sender<Result<Vec<Appended>, String>>,
+    reply: oneshot::Sender<Result<Vec<Appended>, Failed>>,
 }
 
-/// Where the writer thread's answer to a [`PublishReq`] arrives.
-type WriterReply = oneshot::Receiver<Result<Vec<Appended>, String>>;
+/// Where the writer's answer to a [`PublishReq`] arrives.
+type WriterReply = oneshot::Receiver<Result<Vec<Appended>, Failed>>;
 
 /// A publish handed to the broker ([`Broker::submit`]): its outcomes, now or once
 /// the writer thread has written it.
@@ -129,7 +151,7 @@ impl Submitted {
             Submitted::Queued(rx) => rx
                 .await
                 .map_err(|_| BrokerError::ShuttingDown)?
-                .map_err(|e| BrokerError::Io(std::io::Error::other(e)))?,
+                .map_err(BrokerError::from)?,
         };
         Ok(appended
             .into_iter()
@@ -162,6 +184,9 @@ struct Shared {
     committed: watch::Sender<u64>,
     started: Instant,
     stop: AtomicBool,
+    /// With `--nats`: the stream this broker publishes into and feeds from.
+    #[cfg(feature = "nats")]
+    nats: Option<nats::NatsSide>,
 }
 
 /// A cheap, clonable handle to the broker.
@@ -178,14 +203,32 @@ impl Broker {
             board.apply(ev);
         }
         let cursors = Cursors::open(log.config().dir.as_deref())?;
+        let inline = log.config().fsync != crate::store::FsyncMode::Always;
+        let (tx, rx) = mpsc::channel::<PublishReq>(4096);
+        let broker = Broker::assemble(log, board, cursors, cfg, inline, tx);
+        let b = broker.clone();
+        std::thread::Builder::new()
+            .name("hub-writer".into())
+            .spawn(move || or_abort("writer", || b.writer_loop(rx)))?;
+        broker.start_housekeeping()?;
+        Ok(broker)
+    }
+
+    /// The broker's state over `log`, with no thread started yet.
+    fn assemble(
+        log: Log,
+        board: TaskBoard,
+        cursors: Cursors,
+        cfg: BrokerConfig,
+        inline: bool,
+        writer: mpsc::Sender<PublishReq>,
+    ) -> Broker {
         let log = Arc::new(log);
         let committed = log.committed();
-        let (tx, rx) = mpsc::channel::<PublishReq>(4096);
-        let inline = log.config().fsync != crate::store::FsyncMode::Always;
         let shared = Arc::new(Shared {
             log,
             cfg,
-            writer: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
             turn: Mutex::new(()),
             queued: AtomicUsize::new(0),
             inline,
@@ -199,16 +242,83 @@ impl Broker {
             committed: watch::channel(committed).0,
             started: Instant::now(),
             stop: AtomicBool::new(false),
+            #[cfg(feature = "nats")]
+            nats: None,
         });
-        let broker = Broker { shared };
-        let b = broker.clone();
-        std::thread::Builder::new()
-            .name("hub-writer".into())
-            .spawn(move || or_abort("writer", || b.writer_loop(rx)))?;
-        let b = broker.clone();
+        Broker { shared }
+    }
+
+    fn start_housekeeping(&self) -> std::io::Result<()> {
+        let b = self.clone();
         std::thread::Builder::new()
             .name("hub-housekeeping".into())
             .spawn(move || or_abort("housekeeping", || b.housekeeping_loop()))?;
+        Ok(())
+    }
+
+    /// `hub-serve --nats`: starts a broker whose log is the JetStream stream of
+    /// `store` (see [`nats`](self::nats)), copies what the stream holds, and returns
+    /// once it has the stream's newest event as of the call. `log_cfg` gives the
+    /// retention of the copy kept in memory.
+    ///
+    /// # Errors
+    /// NATS did not answer, or the copy made no progress for 30 s.
+    #[cfg(feature = "nats")]
+    pub async fn start_nats(
+        store: crate::nats::JsStore,
+        log_cfg: crate::store::LogConfig,
+        cfg: BrokerConfig,
+    ) -> Result<Broker, crate::nats::NatsError> {
+        let store = Arc::new(store);
+        let st = store.stats().await?;
+        let first = if st.events == 0 {
+            st.last_id + 1
+        } else {
+            st.first_id
+        };
+        let log = Log::replica(log_cfg, first);
+        let cursors =
+            Cursors::open(None).map_err(|e| crate::nats::NatsError::Config(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<PublishReq>(4096);
+        let mut broker = Broker::assemble(log, TaskBoard::default(), cursors, cfg, false, tx);
+        let (cursor_tx, cursor_rx) = mpsc::unbounded_channel();
+        let side = nats::NatsSide {
+            store: store.clone(),
+            cursors: store.cursors().await?,
+            cursor_tx,
+        };
+        Arc::get_mut(&mut broker.shared)
+            .expect("not shared yet")
+            .nats = Some(side);
+        tokio::spawn(Broker::nats_cursor_loop(store.cursors().await?, cursor_rx));
+        tokio::spawn(broker.clone().nats_publish_loop(rx));
+        tokio::spawn(broker.clone().nats_feed_loop(store.feeder(first - 1)));
+        broker
+            .start_housekeeping()
+            .map_err(|e| crate::nats::NatsError::Config(e.to_string()))?;
+        // The copy of what the stream holds, with progress for a long one.
+        let target = st.last_id;
+        let mut rx = broker.shared.committed.subscribe();
+        let stall = Duration::from_secs(30);
+        loop {
+            let at = *rx.borrow_and_update();
+            if at >= target {
+                break;
+            }
+            match tokio::time::timeout(stall, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(crate::nats::NatsError::Timeout {
+                        urls: store.config().urls.join(","),
+                        stage: format!(
+                            "copying stream {} (at id {at} of {target})",
+                            store.config().stream
+                        ),
+                        after: stall,
+                    });
+                }
+            }
+        }
         Ok(broker)
     }
 
@@ -338,7 +448,7 @@ impl Broker {
                 Err(e) => {
                     tracing::error!("writing the log failed: {e}");
                     for r in reqs {
-                        let _ = r.reply.send(Err(e.to_string()));
+                        let _ = r.reply.send(Err(Failed::Io(e.to_string())));
                     }
                 }
             }
@@ -453,7 +563,7 @@ impl Broker {
         if let Some(d) = &spec.durable
             && stored.is_none()
         {
-            self.shared.cursors.set(d, cursor);
+            self.set_cursor(d, cursor);
         }
         let (entry, outbox) = subscription::entry(matcher.clone(), self.shared.cfg.outbox);
         let key = {
@@ -552,6 +662,50 @@ impl Broker {
     /// Moves a durable cursor (`hub-sub --durable`).
     pub fn set_cursor(&self, name: &str, id: u64) {
         self.shared.cursors.set(name, id);
+        #[cfg(feature = "nats")]
+        if let Some(side) = self.nats() {
+            let _ = side.cursor_tx.send((name.to_string(), id));
+        }
+    }
+
+    /// With `--nats`: reads durable cursor `name` from the shared KV bucket, so a
+    /// subscription placed next resumes where it was on any node. Nothing to do
+    /// over the embedded log.
+    ///
+    /// # Errors
+    /// NATS did not answer ([`BrokerError::Unavailable`]).
+    pub async fn load_cursor(&self, name: &str) -> Result<(), BrokerError> {
+        #[cfg(feature = "nats")]
+        if self.nats().is_some() {
+            return self.nats_load_cursor(name).await;
+        }
+        let _ = name;
+        Ok(())
+    }
+
+    /// With `--nats`: waits (a bounded time) until this node has copied every event
+    /// the stream held when asked, so what is read next (`/tasks`) is the same on
+    /// every node. Returns at once over the embedded log.
+    pub async fn caught_up(&self) {
+        #[cfg(feature = "nats")]
+        self.nats_caught_up().await;
+    }
+
+    /// `/status`'s view of where events are kept, beyond the log's counters: with
+    /// `--nats`, the servers, the stream, the server's version and the replicas.
+    pub fn backend(&self) -> serde_json::Value {
+        #[cfg(feature = "nats")]
+        if let Some(side) = self.nats() {
+            let c = side.store.config();
+            return serde_json::json!({
+                "kind": "nats",
+                "urls": c.urls,
+                "stream": c.stream,
+                "replicas": c.replicas,
+                "server_version": side.store.server_version(),
+            });
+        }
+        serde_json::json!({ "kind": if self.shared.log.config().dir.is_some() { "disk" } else { "memory" } })
     }
 
     /// The `/tasks` view.

@@ -30,6 +30,10 @@ pub const PAGE: Page = Page {
             "hub-serve --retain-age 7d --retain-bytes 512MiB",
         ),
         (
+            "One of several nodes over a 3-server NATS cluster (README: Running several hubs)",
+            "hub-serve --listen 0.0.0.0:7357 --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 --nats-replicas 3",
+        ),
+        (
             "Is it up, and what does it hold?",
             "curl -s http://127.0.0.1:7357/status",
         ),
@@ -41,7 +45,7 @@ pub const PAGE: Page = Page {
         ),
         (
             "1",
-            "Cannot start or run: port in use, data dir locked by another hub-serve or unreadable, unreadable token file. With --check: the log is damaged.",
+            "Cannot start or run: port in use, data dir locked by another hub-serve or unreadable, unreadable token file; with --nats: no NATS server answered within 30 s, it is older than 2.9 or has no JetStream, or the stream cannot hold hub events. With --check: the log is damaged.",
         ),
         (
             "2",
@@ -52,6 +56,7 @@ pub const PAGE: Page = Page {
         ("HUB_LISTEN", "Address to listen on, as --listen."),
         ("HUB_DATA_DIR", "Where the event log lives, as --data-dir."),
         ("HUB_TOKEN", "The token every request needs, as --token."),
+        ("HUB_NATS", "NATS servers to keep events in, as --nats."),
         (
             "XDG_STATE_HOME",
             "The default data dir is $XDG_STATE_HOME/hub (else ~/.local/state/hub).",
@@ -85,6 +90,10 @@ pub const PAGE: Page = Page {
         (
             "Durability",
             "An event is acknowledged only after it is written to the log. --fsync always fsyncs before the ack; batch (the default) at least every 100 ms, so a power loss loses at most that window; never leaves it to the OS. All three survive a crash or kill -9 of hub-serve; a torn final record is dropped at start.",
+        ),
+        (
+            "With --nats",
+            "The JetStream stream is the log: ids are its sequence numbers and ts its stored time, the same on every node. Each node keeps a copy in memory, filled from the stream at start (it listens once the copy has the newest event) and fed live; publishes are acknowledged once JetStream has them (with replicas: a quorum) and this node has copied them. Keys are deduplicated across nodes (JetStream's 2-minute Nats-Msg-Id window and the newest 100,000 keys of the stream). Durable cursors live in KV bucket hub_cursors. While NATS cannot be reached, publishes get 503 (HTTP) or close 4500 (WebSocket) naming the servers, and clients retry; reads go on from the copy. What survives: kill -9 of a node loses nothing; with one nats-server, its crash loses nothing it acknowledged unless the machine loses power before nats-server synced (its sync_interval); with --nats-replicas 3, the loss of one server loses nothing and publishes stall for the election (seconds).",
         ),
         (
             "When the disk lies",
@@ -142,9 +151,31 @@ pub struct ServeArgs {
     /// When written events are fsynced: always (before each ack, group commit),
     /// batch (at least every 100 ms), never (left to the OS). All three survive a
     /// crash of the process; after a power loss, batch may lose the last 100 ms and
-    /// never what the OS had not written back yet.
-    #[arg(long, value_enum, default_value = "batch", value_name = "MODE")]
-    pub fsync: FsyncMode,
+    /// never what the OS had not written back yet. [default: batch] Not with --nats.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub fsync: Option<FsyncMode>,
+
+    /// Keep events in a NATS JetStream stream instead of a log of this node's own:
+    /// every hub-serve given the same servers and stream serves the same events
+    /// under the same ids (URLs comma-separated: nats://HOST:4222,...). Needs
+    /// nats-server 2.9 or newer with JetStream (-js).
+    #[arg(
+        long,
+        env = "HUB_NATS",
+        value_name = "URL[,URL...]",
+        conflicts_with_all = ["memory", "data_dir", "check"]
+    )]
+    pub nats: Option<String>,
+
+    /// The JetStream stream to use with --nats (created by the first node when
+    /// missing, checked and never changed by the others).
+    #[arg(long, default_value = "HUB", value_name = "NAME", requires = "nats")]
+    pub nats_stream: String,
+
+    /// Replicas of the stream (and of the cursor buckets) when this node creates it:
+    /// 1 to 5; 3 survives the loss of one server.
+    #[arg(long, default_value = "1", value_name = "N", requires = "nats")]
+    pub nats_replicas: usize,
 
     /// Retain about this many events: the oldest whole segments are dropped once
     /// at least N remain without them.
@@ -230,12 +261,49 @@ impl ServeArgs {
     pub fn log_config(&self) -> anyhow::Result<LogConfig> {
         Ok(LogConfig {
             dir: self.data_dir()?,
-            fsync: self.fsync,
+            fsync: self.fsync.unwrap_or(FsyncMode::Batch),
             retain_events: self.retain_events.max(1),
             retain_bytes: self.retain_bytes.max(1),
             retain_age: self.retain_age,
             cache_events: crate::app::serve::CACHE_EVENTS,
         })
+    }
+
+    /// The retention of the copy of the stream a `--nats` node keeps in memory.
+    pub fn replica_config(&self) -> LogConfig {
+        LogConfig {
+            dir: None,
+            fsync: FsyncMode::Never,
+            retain_events: self.retain_events.max(1),
+            retain_bytes: self.retain_bytes.max(1),
+            retain_age: self.retain_age,
+            cache_events: crate::app::serve::CACHE_EVENTS,
+        }
+    }
+
+    /// Refuses what cannot go together beyond what clap checks: the message for a
+    /// usage error (exit 2).
+    pub fn usage_problem(&self) -> Option<String> {
+        if self.nats.is_some() && self.fsync.is_some() {
+            return Some(
+                "--fsync does not apply with --nats: this node writes no log; JetStream acknowledges an event once a quorum of its --nats-replicas servers holds it, and nats-server's own sync setting (jetstream { sync_interval }, default 2 min, or always) decides when it reaches their disks".into(),
+            );
+        }
+        None
+    }
+
+    /// The JetStream settings of `--nats`, or `None` without it.
+    #[cfg(feature = "nats")]
+    pub fn nats_config(&self) -> Option<crate::nats::NatsConfig> {
+        let urls = crate::nats::NatsConfig::parse_urls(self.nats.as_deref()?);
+        let mut c = crate::nats::NatsConfig::new(urls);
+        c.stream = self.nats_stream.clone();
+        c.replicas = self.nats_replicas;
+        c.retain_events = self.retain_events.max(1);
+        c.retain_bytes = self.retain_bytes.max(1);
+        c.retain_age = self.retain_age;
+        c.max_event_bytes = self.max_event_bytes as usize;
+        Some(c)
     }
 
     pub fn broker_config(&self) -> BrokerConfig {

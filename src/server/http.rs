@@ -164,6 +164,13 @@ pub async fn publish(State(app): State<AppState>, body: Body) -> Response {
             ErrorCode::ShuttingDown,
             "the hub is shutting down; retry shortly",
         ),
+        Err(crate::broker::BrokerError::Unavailable(m)) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            format!(
+                "{m}; the event may still be stored once NATS is back: send it again with a key to have it stored once"
+            ),
+        ),
         Err(e) => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
@@ -280,6 +287,7 @@ pub async fn tasks(State(app): State<AppState>) -> Response {
         tasks: Vec<crate::broker::tasks::TaskState>,
         last_id: u64,
     }
+    app.broker.caught_up().await;
     let (tasks, folded) = app.broker.tasks_snapshot();
     let first = app.broker.log().stats().first_id;
     axum::Json(Tasks {
@@ -350,6 +358,7 @@ pub async fn status(State(app): State<AppState>) -> Response {
     for (k, _, v) in counters(&app) {
         m.insert(k.into(), v.into());
     }
+    m.insert("backend".into(), app.broker.backend());
     axum::Json(serde_json::Value::Object(m)).into_response()
 }
 

@@ -426,6 +426,13 @@ impl Conn {
         }
         // Positioning `last=N` with filters may read far back into the log: off
         // the runtime's workers.
+        if let Some(d) = &spec.durable
+            && let Err(e) = self.app.broker.load_cursor(d).await
+        {
+            let msg = format!("cannot read durable cursor {d:?}: {e}");
+            self.error(ErrorCode::Internal, msg, None, Some(name)).await;
+            return;
+        }
         let broker = self.app.broker.clone();
         let placed = tokio::task::spawn_blocking(move || broker.subscribe(&spec)).await;
         let sub = match placed {
@@ -573,7 +580,7 @@ async fn publisher(app: AppState, mut rx: mpsc::Receiver<Box<Pipelined>>, out: m
         // The acker decrements `waiting` only once its answers are in `out`, so at
         // zero these go after every earlier one.
         if matches!(submitted, Submitted::Done(_)) && waiting.load(Ordering::Acquire) == 0 {
-            if !send_all(&out, answers(replies, submitted.outcomes().await)).await {
+            if !answer(&out, replies, submitted.outcomes().await).await {
                 break;
             }
             continue;
@@ -600,7 +607,7 @@ async fn acker(
     waiting: Arc<AtomicUsize>,
 ) {
     while let Some((replies, submitted)) = rx.recv().await {
-        if !send_all(&out, answers(replies, submitted.outcomes().await)).await {
+        if !answer(&out, replies, submitted.outcomes().await).await {
             return;
         }
         waiting.fetch_sub(1, Ordering::AcqRel);
@@ -614,6 +621,23 @@ async fn send_all(out: &mpsc::Sender<Out>, frames: Vec<String>) -> bool {
         }
     }
     true
+}
+
+/// Sends the answers to a batch's frames; false when the connection is gone or
+/// closed: when the place events are kept cannot be reached
+/// ([`BrokerError::Unavailable`](crate::broker::BrokerError::Unavailable)) the
+/// connection is closed with 4500, so the client reconnects and sends the
+/// unacknowledged events again (with their keys: none is stored twice).
+async fn answer(
+    out: &mpsc::Sender<Out>,
+    replies: Replies,
+    outcomes: Result<Vec<Result<u64, EventError>>, crate::broker::BrokerError>,
+) -> bool {
+    if let Err(crate::broker::BrokerError::Unavailable(m)) = &outcomes {
+        let _ = out.send(close_msg(close::INTERNAL, m)).await;
+        return false;
+    }
+    send_all(out, answers(replies, outcomes)).await
 }
 
 /// The `ack` (or `error`) frames of a batch's frames, from its outcomes.

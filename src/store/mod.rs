@@ -489,8 +489,29 @@ impl Log {
                 stored,
             });
         }
+        self.commit(inner, buf, &recs, &stored, keyed, id)?;
+        Ok(Written {
+            outcomes: out,
+            stored,
+        })
+    }
+
+    /// Writes the encoded records `buf` (`recs`: id, ts, length of each) of the
+    /// events `stored` to the active segment, remembers their keys, moves the next
+    /// id to `next_id` and [`Log::committed`] to the one before it, and seals the
+    /// segment once it is full.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        buf: Vec<u8>,
+        recs: &[(u64, u64, u32)],
+        stored: &[Arc<StoredEvent>],
+        keyed: Vec<([u64; 2], u64)>,
+        next_id: u64,
+    ) -> std::io::Result<()> {
+        let id = next_id;
         let active = inner.segments.back().unwrap().clone();
-        active.append(&buf, &recs)?;
+        active.append(&buf, recs)?;
         if self.cfg.fsync == FsyncMode::Always {
             active.sync()?;
         } else {
@@ -526,10 +547,111 @@ impl Log {
             }
             self.trim(inner, crate::event::now_millis());
         }
+        Ok(())
+    }
+
+    /// A log in memory that holds a copy of events whose ids and bytes were given
+    /// elsewhere (the JetStream stream of `hub-serve --nats`), starting at id
+    /// `first_id`: ids below it read as trimmed by retention. Fill it with
+    /// [`Log::append_copies`] and [`Log::skip_to`].
+    pub fn replica(mut cfg: LogConfig, first_id: u64) -> Log {
+        cfg.dir = None;
+        let first_id = first_id.max(1);
+        Log {
+            inner: Mutex::new(Inner {
+                segments: VecDeque::from([Arc::new(Segment::memory(first_id))]),
+                next_id: first_id,
+                cache: VecDeque::new(),
+                dedup: Dedup::new(),
+                total_events: 0,
+                total_bytes: 0,
+                dirty: false,
+                _lock: None,
+                buf: Vec::new(),
+            }),
+            committed: AtomicU64::new(first_id - 1),
+            cfg,
+        }
+    }
+
+    /// Stores copies of events that already have their ids and bytes, in id order
+    /// and each above [`Log::committed`] (ids left out in between read as lost, like
+    /// damage). Their keys are remembered as the log's own are.
+    ///
+    /// # Errors
+    /// The ids are not increasing past the newest one stored.
+    pub fn append_copies(&self, events: Vec<Arc<StoredEvent>>) -> std::io::Result<Written> {
+        let mut inner = self.inner.lock().unwrap();
+        let inner = &mut *inner;
+        let mut next = inner.next_id;
+        if events.first().is_some_and(|e| e.id() != next) {
+            // The cache holds consecutive ids only.
+            inner.cache.clear();
+        }
+        let mut buf = std::mem::take(&mut inner.buf);
+        buf.clear();
+        let mut recs = Vec::with_capacity(events.len());
+        let mut keyed = Vec::new();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (i, s) in events.iter().enumerate() {
+            let id = s.id();
+            if id < next || (i > 0 && id != next) {
+                inner.buf = buf;
+                return Err(std::io::Error::other(format!(
+                    "copied event {id} does not follow {} in the log",
+                    next - 1
+                )));
+            }
+            let key = s.key().unwrap_or("");
+            if !key.is_empty() {
+                keyed.push((inner.dedup.hash(key), id));
+            }
+            let flags = if crate::event::is_task_type(s.kind()) {
+                FLAG_TASK
+            } else {
+                0
+            };
+            let before = buf.len();
+            encode_record(
+                &mut buf,
+                id,
+                s.ts(),
+                flags,
+                key.as_bytes(),
+                s.json.as_bytes(),
+            );
+            recs.push((id, s.ts(), (buf.len() - before) as u32));
+            outcomes.push(Appended::New(id));
+            next = id + 1;
+        }
+        if events.is_empty() {
+            inner.buf = buf;
+        } else {
+            self.commit(inner, buf, &recs, &events, keyed, next)?;
+        }
         Ok(Written {
-            outcomes: out,
-            stored,
+            outcomes,
+            stored: events,
         })
+    }
+
+    /// Moves the next id of a [`Log::replica`] to `next_id`: the ids skipped are
+    /// lost (readers get them as a `corrupt` gap).
+    pub fn skip_to(&self, next_id: u64) {
+        let mut inner = self.inner.lock().unwrap();
+        if next_id > inner.next_id {
+            inner.next_id = next_id;
+            inner.cache.clear();
+            self.committed.store(next_id - 1, Ordering::Release);
+        }
+    }
+
+    /// The ids of the events already stored under these keys, as far as the
+    /// log remembers keys ([`DEDUP_KEYS`]).
+    pub fn known_keys(&self, keys: &[&str]) -> Vec<Option<u64>> {
+        let inner = self.inner.lock().unwrap();
+        let hashes: Vec<[u64; 2]> = keys.iter().map(|k| inner.dedup.hash(k)).collect();
+        inner.dedup.get_many(&hashes)
     }
 
     /// fsyncs the active segment if anything was written since the last sync.

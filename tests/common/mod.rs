@@ -188,7 +188,7 @@ fn launch(dir: &Path, listen: &str, args: &[String]) -> Launched {
 fn try_launch(dir: &Path, listen: &str, args: &[String]) -> Result<Launched, String> {
     let mut cmd = bin("hub-serve");
     cmd.arg("--listen").arg(listen);
-    if !args.iter().any(|a| a == "--memory") {
+    if !args.iter().any(|a| a == "--memory" || a == "--nats") {
         cmd.arg("--data-dir").arg(dir);
     }
     cmd.args(args)
@@ -239,6 +239,8 @@ pub fn http() -> ureq::Agent {
 }
 
 /// A WebSocket test client over tokio-tungstenite, reading JSON frames.
+pub mod nats;
+
 pub mod ws {
     use futures_util::{SinkExt, StreamExt};
     use serde_json::Value;

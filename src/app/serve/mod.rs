@@ -16,6 +16,60 @@ pub const CACHE_EVENTS: usize = 8192;
 /// # Errors
 /// The log cannot be opened, the address cannot be bound, or serving failed.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "nats")]
+    if let Some(cfg) = args.nats_config() {
+        return run_nats(args, cfg).await;
+    }
+    #[cfg(not(feature = "nats"))]
+    if args.nats.is_some() {
+        anyhow::bail!("--nats: this hub-serve was built without the nats feature");
+    }
+    run_embedded(args).await
+}
+
+/// `hub-serve --nats`: connects to the servers, copies the stream, then serves.
+#[cfg(feature = "nats")]
+async fn run_nats(args: ServeArgs, cfg: crate::nats::NatsConfig) -> anyhow::Result<()> {
+    use std::io::Write;
+    let server_cfg = args.server_config()?;
+    let log_cfg = args.replica_config();
+    crate::cli::serve::init_logging(args.verbose, args.quiet);
+    let store = crate::nats::connect(cfg).await?;
+    let what = format!(
+        "nats: stream {} on {} (nats-server {})",
+        store.config().stream,
+        store.config().urls.join(","),
+        store.server_version()
+    );
+    let broker = crate::broker::Broker::start_nats(store, log_cfg, args.broker_config()).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let _ = writeln!(
+        std::io::stderr(),
+        "hub-serve: listening on ws://{addr} ({what})"
+    );
+    serve(listener, broker, server_cfg).await
+}
+
+/// Serves until SIGINT/SIGTERM, then shuts the broker down.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: crate::broker::Broker,
+    server_cfg: crate::server::ServerConfig,
+) -> anyhow::Result<()> {
+    let shutdown = crate::shutdown::on_signal();
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!("ready: last id {}", broker.log().committed());
+    crate::server::run(listener, broker.clone(), server_cfg, shutdown).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+    Ok(())
+}
+
+/// `hub-serve` over the log of its data dir (or `--memory`).
+async fn run_embedded(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
     let log_cfg = args.log_config()?;
@@ -65,13 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let broker = crate::broker::Broker::start(log, recovery, args.broker_config())?;
-    let shutdown = crate::shutdown::on_signal();
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!("ready: last id {}", broker.log().committed());
-    crate::server::run(listener, broker.clone(), server_cfg, shutdown).await?;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    tokio::task::spawn_blocking(move || broker.shutdown()).await?;
-    Ok(())
+    serve(listener, broker, server_cfg).await
 }
 
 /// `hub-serve --check`: prints the report on stdout and returns the exit code (0

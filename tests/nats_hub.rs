@@ -1,0 +1,240 @@
+//! `hub-serve --nats`: real hub-serve nodes over a real `nats-server -js` on loopback
+//! free ports, driven as users drive them (HTTP, hub-sub): one id sequence on every
+//! node, the same bytes, cross-node fan-out, dedup across nodes, `/tasks` and
+//! durable cursors shared, a fresh node serving the whole history, `kill -9` of a
+//! node and of the nats-server, a missing server at start, and the refused flags.
+//!
+//! Skipped when `nats-server` is not installed, except under CI (see common/nats.rs).
+#![cfg(feature = "nats")]
+
+mod common;
+
+use common::nats::{NatsServer, free_port};
+use common::{Hub, bin, http, wait_until};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn node(url: &str) -> Hub {
+    Hub::start(&["--nats", url])
+}
+
+fn event(topic: &str, n: u64) -> Value {
+    json!({"topic": topic, "type": "log", "data": {"n": n}})
+}
+
+/// `GET /events?since=…` of a node: its body as text (the bytes a poller sees).
+fn events_text(hub: &Hub, since: u64) -> String {
+    let mut r = http()
+        .get(&format!(
+            "{}/events?since={since}&limit=10000",
+            hub.http_url()
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.body_mut().read_to_string().unwrap()
+}
+
+fn ids_in(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_share_one_sequence_the_same_bytes_keys_tasks_and_cursors() {
+    let Some(nats) = NatsServer::start("nats_hub") else {
+        return;
+    };
+    let a = node(&nats.url());
+    let b = node(&nats.url());
+    let s = b.status();
+    assert_eq!(s["backend"]["kind"], "nats", "{s}");
+    assert_eq!(s["backend"]["stream"], "HUB", "{s}");
+
+    // One sequence, whichever node takes the publish.
+    let mut ids = a.publish_events(&[event("x", 1), event("x", 2)]);
+    ids.extend(b.publish_events(&[event("y", 3)]));
+    ids.extend(a.publish_events(&[event("x", 4)]));
+    assert_eq!(ids, [1, 2, 3, 4]);
+
+    // The acknowledging node serves its own event at once, and the other node gets
+    // it live (a long poll waiting on B for what A takes).
+    let poll = {
+        let url = format!("{}/events?since=4&wait=20s", b.http_url());
+        std::thread::spawn(move || {
+            let mut r = http().get(&url).call().unwrap();
+            r.body_mut().read_to_string().unwrap()
+        })
+    };
+    // (Published while the poll waits or just before it: either way it gets id 5.)
+    assert_eq!(a.publish_events(&[event("live", 5)]), [5]);
+    let got = poll.join().unwrap();
+    assert_eq!(ids_in(&got), [5], "{got}");
+
+    // A key published on both nodes gets one id.
+    let keyed = json!({"topic": "k", "type": "log", "key": "deploy-7", "data": {}});
+    let first = a.publish_events(std::slice::from_ref(&keyed));
+    let again = b.publish_events(std::slice::from_ref(&keyed));
+    assert_eq!(first, again);
+    assert_eq!(first, [6]);
+
+    // /tasks agrees.
+    let started = json!({"topic": "task:build", "type": "task_started", "data": {}});
+    assert_eq!(a.publish_events(&[started]), [7]);
+    for hub in [&a, &b] {
+        let mut r = http()
+            .get(&format!("{}/tasks", hub.http_url()))
+            .call()
+            .unwrap();
+        let t: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(t["tasks"][0]["topic"], "task:build", "{t}");
+        assert_eq!(t["last_id"], 7, "{t}");
+    }
+
+    // The same bytes on every node, and on a fresh node started now.
+    let c = node(&nats.url());
+    let on_a = events_text(&a, 0);
+    assert_eq!(ids_in(&on_a), (1..=7).collect::<Vec<_>>());
+    assert_eq!(events_text(&b, 0), on_a);
+    assert_eq!(events_text(&c, 0), on_a);
+    assert_eq!(c.status()["last_id"], 7);
+
+    // A durable cursor moves between nodes.
+    let sub = |hub: &Hub, n: &str| {
+        let out = bin("hub-sub")
+            .args(["--url", &hub.ws_url(), "--durable", "d1", "--count", n])
+            .args(["--timeout", "20s"])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect::<Vec<u64>>()
+    };
+    // A new durable cursor starts at the newest id: take the next two.
+    let publisher = {
+        let url = a.http_url();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut n = 100;
+            // Keep publishing until both subscribers are done (bounded).
+            while Instant::now() < deadline && n < 400 {
+                common::post_publish(&url, None, &event("d", n).to_string());
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let on_a = sub(&a, "2");
+    let on_b = sub(&b, "2");
+    assert_eq!(on_a.len(), 2);
+    assert_eq!(
+        on_b[0],
+        on_a[1] + 1,
+        "B resumes after A's last: {on_a:?} {on_b:?}"
+    );
+    publisher.join().unwrap();
+}
+
+#[test]
+fn kill_9_of_a_node_or_the_nats_server_loses_nothing_acknowledged() {
+    let Some(mut nats) = NatsServer::start("nats_hub") else {
+        return;
+    };
+    let mut a = node(&nats.url());
+    let b = node(&nats.url());
+    let batch: Vec<Value> = (0..200).map(|n| event("a", n)).collect();
+    let ids = a.publish_events(&batch);
+    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+    a.kill9();
+    wait_until(
+        "B has every event A acknowledged",
+        Duration::from_secs(10),
+        || b.status()["last_id"] == 200,
+    );
+    assert_eq!(ids_in(&events_text(&b, 0)), ids);
+
+    // The NATS server dies: publishes are refused with 503 naming it; reads go on.
+    nats.kill9();
+    let mut r = http()
+        .post(&format!("{}/publish", b.http_url()))
+        .send(event("down", 0).to_string())
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 503, "{body}");
+    assert!(body.contains(&nats.url().replace("nats://", "")), "{body}");
+    assert_eq!(ids_in(&events_text(&b, 190)).len(), 10);
+
+    // Back: the node recovers by itself, nothing acknowledged is lost, ids go on.
+    nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let mut r = http()
+            .post(&format!("{}/publish", b.http_url()))
+            .send(json!({"topic": "up", "type": "log", "key": "up-1", "data": {}}).to_string())
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap();
+        if r.status() == 200 {
+            break serde_json::from_str::<Value>(&body).unwrap()["ids"][0]
+                .as_u64()
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "no recovery within 30 s: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The refused publish may still land once the server is back (its client had
+    // it queued; the 503 says so): then it is 201 and "up" 202.
+    assert!(id == 201 || id == 202, "{id}");
+    let all = ids_in(&events_text(&b, 0));
+    assert_eq!(all, (1..=id).collect::<Vec<_>>());
+    assert!(body_has_key_once(&events_text(&b, 0), "up-1"));
+}
+
+fn body_has_key_once(text: &str, key: &str) -> bool {
+    text.lines()
+        .filter(|l| l.contains(&format!("\"key\":\"{key}\"")))
+        .count()
+        == 1
+}
+
+#[test]
+fn no_nats_server_exits_1_naming_the_url_and_fsync_is_refused() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = bin("hub-serve")
+        .args(["--listen", "127.0.0.1:0", "--nats", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&url), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+
+    let out = bin("hub-serve")
+        .args(["--nats", &url, "--fsync", "always"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--nats-replicas"), "{err}");
+
+    let out = bin("hub-serve")
+        .args(["--nats", &url, "--memory"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
