@@ -1220,6 +1220,60 @@ mod tests {
         assert_eq!(read_ids(&log, 95), (96..=104).collect::<Vec<_>>());
     }
 
+    /// A copy of events numbered elsewhere (`--nats`): ids below its start read as
+    /// retention, ids skipped as corrupt, keys are known, and ids must go up.
+    #[test]
+    fn a_replica_keeps_the_ids_it_is_given_and_reads_holes_as_gaps() {
+        let log = Log::replica(cfg(None), 5);
+        let copies = |ids: &[u64]| -> Vec<Arc<StoredEvent>> {
+            ids.iter()
+                .map(|&id| {
+                    let ts = 1_700_000_000_000 + id;
+                    let tf = crate::event::TsField::new(&crate::event::format_ts(ts));
+                    let key = format!("key{id}");
+                    Arc::new(StoredEvent::stamp(new("t", Some(&key)), id, ts, &tf))
+                })
+                .collect()
+        };
+        assert_eq!(log.committed(), 4);
+        assert_eq!(
+            ids(&log.append_copies(copies(&[5, 6])).unwrap()),
+            ["new5", "new6"]
+        );
+        log.skip_to(9);
+        assert_eq!(log.committed(), 8);
+        log.append_copies(copies(&[9, 10])).unwrap();
+        let (got, gaps) = read_all(&log, 0);
+        assert_eq!(got, [5, 6, 9, 10]);
+        assert_eq!(
+            gaps,
+            [
+                Gap {
+                    from: 1,
+                    to: 4,
+                    reason: GapReason::Retention
+                },
+                Gap {
+                    from: 7,
+                    to: 8,
+                    reason: GapReason::Corrupt
+                },
+            ]
+        );
+        assert_eq!(
+            log.known_keys(&["key6", "key7", "key10"]),
+            [Some(6), None, Some(10)]
+        );
+        // Not above the newest, or not consecutive within a batch: refused, nothing kept.
+        assert!(log.append_copies(copies(&[10])).is_err());
+        assert!(log.append_copies(copies(&[11, 13])).is_err());
+        assert_eq!(log.committed(), 10);
+        assert_eq!(log.stats().events, 4);
+        // Each copy is stored with its own bytes.
+        let b = log.read_after(4, 1).unwrap();
+        assert_eq!(b.events[0].json, copies(&[5])[0].json);
+    }
+
     #[test]
     fn too_large_is_refused_without_using_an_id() {
         let (log, _) = Log::open(cfg(None)).unwrap();
