@@ -238,3 +238,94 @@ fn no_nats_server_exits_1_naming_the_url_and_fsync_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// A 3-server cluster with `--nats-replicas 3` loses one server (the one node A is
+/// connected to) in the middle of a stream of publishes: every acknowledged event
+/// is there once on both nodes, and publishing resumes after the election.
+#[test]
+fn an_r3_cluster_loses_a_server_mid_stream_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mut servers) = NatsServer::cluster("nats_hub_r3", 3, tmp.path()) else {
+        return;
+    };
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let list = urls.join(",");
+    let reversed: Vec<String> = urls.iter().rev().cloned().collect();
+    let a = Hub::start(&["--nats", &list, "--nats-replicas", "3"]);
+    let b = Hub::start(&["--nats", &reversed.join(","), "--nats-replicas", "3"]);
+    let total = 300u64;
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let publisher = {
+        let url = a.http_url();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut retried = 0;
+            for n in 0..total {
+                let body = json!({"topic": "r3", "type": "log", "key": format!("r3-{n}"), "data": {"n": n}});
+                // As a client rides out an election: the same key until it is taken.
+                loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "event {n} not taken within 120 s"
+                    );
+                    let r = http()
+                        .post(&format!("{url}/publish"))
+                        .send(body.to_string());
+                    match r {
+                        Ok(mut r) if r.status() == 200 => {
+                            let _ = r.body_mut().read_to_string();
+                            break;
+                        }
+                        Ok(mut r) => {
+                            let text = r.body_mut().read_to_string().unwrap_or_default();
+                            assert_eq!(r.status(), 503, "{text}");
+                            retried += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Err(_) => {
+                            retried += 1;
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+                let _ = tx.send(n);
+            }
+            retried
+        })
+    };
+    // A third of the way in, the server node A talks to dies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.recv_timeout(Duration::from_secs(60)).unwrap() < total / 3 {
+        assert!(Instant::now() < deadline);
+    }
+    let killed = Instant::now();
+    servers[0].kill9();
+    let retried = publisher.join().unwrap();
+    eprintln!(
+        "killed a server at {}/{total}; the rest took {:?}, {retried} retries",
+        total / 3,
+        killed.elapsed()
+    );
+    wait_until("B has every event", Duration::from_secs(30), || {
+        b.status()["events"] == total
+    });
+    for hub in [&a, &b] {
+        let text = events_text(hub, 0);
+        let ids = ids_in(&text);
+        assert_eq!(
+            ids,
+            (1..=total).collect::<Vec<_>>(),
+            "one sequence, no hole"
+        );
+        let mut ns: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["data"]["n"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        ns.sort();
+        assert_eq!(ns, (0..total).collect::<Vec<_>>(), "each event once");
+    }
+}
