@@ -359,7 +359,7 @@ class Hub(Broker):
         err = os.path.join(self.tmp, f"hub-serve-{time.monotonic_ns()}.stderr")
         self.stderr_path = err
         t0 = time.monotonic()
-        where = [] if "--memory" in self.extra else ["--data-dir", self.data_dir]
+        where = [] if ("--memory" in self.extra or "--nats" in self.extra) else ["--data-dir", self.data_dir]
         self.proc = spawn([os.path.join(HUB_BIN, "hub-serve"), "--listen", f"127.0.0.1:{port}"]
                           + where + self.extra,
                           stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
@@ -439,6 +439,167 @@ class Hub(Broker):
             raise RuntimeError(f"hub refused the upgrade: {buf[:200]!r}")
         if b"subscribed" not in buf:
             _read_until(sock, b"subscribed")
+
+
+class JetStreamServers:
+    """nats-server -js: one, or a cluster of three on loopback (scale-out.md §6)."""
+
+    def __init__(self, tmp, n):
+        self.tmp, self.n, self.procs, self.ports = tmp, n, [], []
+
+    def start(self):
+        d = tempfile.mkdtemp(prefix="js-", dir=self.tmp)
+        ports = [(free_port(), free_port()) for _ in range(self.n)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{c}" for _, c in ports)
+        logs = []
+        for i, (port, cport) in enumerate(ports):
+            conf = os.path.join(d, f"n{i}.conf")
+            with open(conf, "w") as f:
+                f.write(f"server_name: n{i}\nlisten: 127.0.0.1:{port}\n"
+                        f"jetstream {{ store_dir: \"{d}/n{i}\" }}\n")
+                if self.n > 1:
+                    f.write(f"cluster {{ name: hubjs, listen: 127.0.0.1:{cport}, routes: [{routes}] }}\n")
+            log_path = os.path.join(d, f"n{i}.log")
+            logs.append(log_path)
+            self.procs.append(spawn(["nats-server", "-c", conf], stdout=subprocess.DEVNULL,
+                                    stderr=open(log_path, "wb")))
+            self.ports.append(port)
+        deadline = time.monotonic() + 60
+        for port, proc in zip(self.ports, self.procs):
+            wait_port(port, deadline, proc)
+        want = b"metadata leader" if self.n > 1 else b"Server is ready"
+        while not any(want in open(p, "rb").read() for p in logs):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nats-server cluster had no JetStream leader within 60 s")
+            time.sleep(0.05)
+
+    @property
+    def urls(self):
+        return ",".join(f"nats://127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self):
+        for p in self.procs:
+            stop(p)
+
+
+class HubOverNats(Broker):
+    """Two hub-serve --nats nodes over one JetStream: publish to A, subscribe on B."""
+
+    def __init__(self, tmp, servers):
+        super().__init__(tmp)
+        self.js = JetStreamServers(tmp, servers)
+        self.label = "hub --nats" + (" R3" if servers > 1 else "")
+        self.nodes = []
+
+    def start(self):
+        self.js.start()
+        extra = ["--nats", self.js.urls, "--nats-replicas", str(self.js.n)]
+        for _ in range(2):
+            h = Hub(self.tmp, extra=extra)
+            h.start()
+            self.nodes.append(h)
+        self.proc = self.nodes[0].proc
+        self.port = self.nodes[0].port
+
+    def sub_cmd(self, topic, count, idx):
+        return self.nodes[1].sub_cmd(topic, count, idx)
+
+    def pub_lines_cmd(self, topic):
+        return self.nodes[0].pub_lines_cmd(topic)
+
+    def wait_subscribed(self, sinks, topic, deadline):
+        return self.nodes[1].wait_subscribed(sinks, topic, deadline)
+
+    def stop(self):
+        for h in self.nodes:
+            h.stop()
+        self.js.stop()
+
+
+class JetStreamDirect(Broker):
+    """The anchor: the same lines through the same JetStream with async-nats alone."""
+
+    def __init__(self, tmp, servers):
+        super().__init__(tmp)
+        self.js = JetStreamServers(tmp, servers)
+        self.label = "async-nats direct" + (" R3" if servers > 1 else "")
+        self.ready_files = []
+        self.pipe = os.path.join(TARGET, "release", "examples", "jetstream-pipe")
+
+    def start(self):
+        self.js.start()
+        self.proc = self.js.procs[0]
+        self.port = self.js.ports[0]
+        env = dict(os.environ, JS_REPLICAS=str(self.js.n))
+        # Creates the stream (an empty publish run).
+        r = subprocess.run([self.pipe, "pub", self.js.urls, "BENCH", "bench.direct"],
+                           stdin=subprocess.DEVNULL, env=env, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("jetstream-pipe could not create the stream")
+
+    def sub_cmd(self, topic, count, idx):
+        rf = os.path.join(self.tmp, f"ready-js-{idx}-{time.monotonic_ns()}")
+        self.ready_files.append(rf)
+        return [self.pipe, "sub", self.js.urls, "BENCH", str(count), rf]
+
+    def pub_lines_cmd(self, topic):
+        return [self.pipe, "pub", self.js.urls, "BENCH", "bench.direct"]
+
+    def wait_subscribed(self, sinks, topic, deadline):
+        while time.monotonic() < deadline:
+            pump(sinks, None, time.monotonic() + 0.005)
+            if all(os.path.exists(f) for f in self.ready_files):
+                self.ready_files = []
+                return
+        raise RuntimeError("jetstream-pipe sub never created its ready file")
+
+    def stop(self):
+        self.js.stop()
+
+
+def nats_systems(ctx):
+    out = []
+    for servers in (1, 3):
+        out.append(lambda s=servers: JetStreamDirect(ctx.tmp, s))
+        out.append(lambda s=servers: HubOverNats(ctx.tmp, s))
+    return out
+
+
+def n1(ctx):
+    """W1 (pipe) over JetStream: two hub nodes vs async-nats directly."""
+    a = ctx.args
+    n = a.n1_n
+    path = json_lines_file(ctx.tmp, n)
+    for rep in range(a.n_reps):
+        for make in nats_systems(ctx):
+            b = make()
+            try:
+                r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:n1", n, 1, 120, path))
+            except Exception as e:
+                r = {"error": str(e)}
+            r.pop("_lat", None)
+            ctx.record("n1", b.label, rep=rep, **r)
+
+
+def n3(ctx):
+    """W3 (latency at 1,000/s) over JetStream: two hub nodes vs async-nats directly."""
+    a = ctx.args
+    pooled = {}
+    for rep in range(a.n_reps):
+        for make in nats_systems(ctx):
+            b = make()
+            try:
+                r = with_broker(b, lambda br: run_pipe(ctx, br, "bench:n3", a.w3_n, 1,
+                                                        a.w3_n / a.w3_rate + 30, None,
+                                                        latency=True, nap=0))
+            except Exception as e:
+                r = {"error": str(e)}
+            lat = r.pop("_lat", [])
+            pooled.setdefault(b.label, []).extend(lat)
+            ctx.record("n3", b.label, rep=rep, **r)
+    for label, lat in pooled.items():
+        ctx.record("n3_pooled", label, n=len(lat), p50_ms=pct(lat, 50), p99_ms=pct(lat, 99),
+                   p999_ms=pct(lat, 99.9), max_ms=max(lat) if lat else None)
 
 
 # ---------------------------------------------------------------------------
@@ -1059,9 +1220,9 @@ WORKLOADS = {
     "w1": w1, "w2": w2, "w3": w3, "w3_modes": h_w3_modes, "w4": w4, "w5": w5,
     "restart": h_restart, "fsync": h_fsync, "ws_publish": h_ws_publish,
     "fanout100": h_fanout100, "tail": h_tail, "tail_latency": h_tail_latency,
-    "tail_idle": h_tail_idle,
+    "tail_idle": h_tail_idle, "n1": n1, "n3": n3,
 }
-HUB_ONLY = {"w3_modes", "restart", "fsync", "ws_publish", "fanout100", "tail", "tail_latency", "tail_idle"}
+HUB_ONLY = {"n1", "n3", "w3_modes", "restart", "fsync", "ws_publish", "fanout100", "tail", "tail_latency", "tail_idle"}
 # The hub binaries each workload needs; without them hub is left out of it.
 NEEDS = {
     "w1": ["hub-serve", "hub-emit", "hub-sub"], "w2": ["hub-serve", "hub-emit", "hub-sub"],
@@ -1071,6 +1232,7 @@ NEEDS = {
     "fsync": ["hub-serve", "hub-emit"], "fanout100": ["hub-serve", "hub-emit", "hub-sub"],
     "tail": ["hub-serve", "hub-tail"], "tail_latency": ["hub-serve", "hub-tail", "hub-sub"],
     "tail_idle": ["hub-serve", "hub-tail"],
+    "n1": ["hub-serve", "hub-emit", "hub-sub"], "n3": ["hub-serve", "hub-emit", "hub-sub"],
 }
 
 
@@ -1140,6 +1302,8 @@ def main():
     ap.add_argument("--w2-subs", type=int, default=50)
     ap.add_argument("--w2-reps", type=int, default=3)
     ap.add_argument("--w3-n", type=int, default=2000)
+    ap.add_argument("--n1-n", type=int, default=100_000)
+    ap.add_argument("--n-reps", type=int, default=3)
     ap.add_argument("--w3-rate", type=float, default=1000)
     ap.add_argument("--w4-runs", type=int, default=30)
     ap.add_argument("--w5-counts", default="1000,10000")
@@ -1169,6 +1333,7 @@ def main():
         a.w3_n, a.w4_runs, a.w5_counts, a.w5_max = 500, 10, [200], 200
         a.restart_events, a.fsync_n, a.ws_n, a.fan_n = 50_000, 10_000, 10_000, 1000
         a.tail_bytes, a.tail_lat_n, a.idle_seconds = 20 * 2**20, 100, 3
+        a.n1_n, a.n_reps = 10_000, 1
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(soft, 2 * a.w5_max + 1000)  # each side of a connection is one process

@@ -437,6 +437,35 @@ def render(data, files):
                      fmt(r.get("seconds")) if ok(r) else "failed: " + r["error"][:100]]
                     for r in ti]) + "\n"
         hub_only.append(s)
+    n1 = group(res, "n1")
+    n3 = group(res, "n3_pooled")
+    if n1 or n3:
+        L.append("## hub over NATS JetStream (`hub-serve --nats`, issue 18)\n")
+        L.append("Two `hub-serve --nats` nodes over one JetStream: `hub-emit --lines` publishes to "
+                 "node A, `hub-sub` reads from node B (each event crosses A → JetStream → B), beside "
+                 "the same lines published and read directly with async-nats through the same "
+                 "servers in the same run (`bench/jetstream_pipe.rs`: pipelined acks, an ordered "
+                 "consumer): the anchor, what hub's hop costs. One `nats-server -js`, and a "
+                 "3-server cluster with the stream at 3 replicas (\"R3\"), all on this machine.\n")
+        if n1:
+            rows = []
+            for sysname, rs in n1.items():
+                anchor_name = sysname.replace("hub --nats", "async-nats direct")
+                direct = med(n1.get(anchor_name, []), "rate")
+                rows.append([sysname, spread(rs, "rate"), integrity(rs),
+                             "" if sysname == anchor_name else ratio(med(rs, "rate"), direct),
+                             len(vals(rs, "rate"))])
+            n = next((r.get("n") for r in res if r["workload"] == "n1" and ok(r)), 0)
+            L.append(f"### W1 pipe over JetStream: {n:,} lines (target: hub at least half the direct rate)\n")
+            L.append(table(["system", "msg/s median (min–max)", "lost / dup / reordered",
+                            "hub ÷ direct", "runs"], rows) + "\n")
+        if n3:
+            rows = [[sysname, rs[0].get("n"), fmt(rs[0].get("p50_ms"), " ms"),
+                     fmt(rs[0].get("p99_ms"), " ms"), fmt(rs[0].get("max_ms"), " ms")]
+                    for sysname, rs in n3.items()]
+            L.append("### W3 latency over JetStream at 1,000/s, all runs pooled (target: hub p99 ≤ 5 ms on one server)\n")
+            L.append(table(["system", "messages", "p50", "p99", "max"], rows) + "\n")
+
     if hub_only:
         L.append("## hub only\n")
         L.extend(hub_only)

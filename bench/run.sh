@@ -44,7 +44,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 mkdir -p "$CARGO_TARGET_DIR"
 skip=()
-if ! cargo build --release --bins --quiet 2>"$CARGO_TARGET_DIR/bench-build.log"; then
+if ! cargo build --release --bins --example jetstream-pipe --quiet 2>"$CARGO_TARGET_DIR/bench-build.log"; then
     echo "bench: cargo build --release failed (see $CARGO_TARGET_DIR/bench-build.log);" \
          "hub is left out" >&2
     skip=(--skip hub)

@@ -72,25 +72,57 @@ impl Broker {
             }
             let result = self.publish_to_stream(all).await;
             self.shared.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
-            match result {
-                Ok(outcomes) => {
-                    let mut it = outcomes.into_iter();
-                    for (r, c) in reqs.into_iter().zip(counts) {
-                        let _ = r.reply.send(Ok(it.by_ref().take(c).collect()));
+            // The next run is published while this one waits for the feed.
+            let b = self.clone();
+            tokio::spawn(async move {
+                let result = match result {
+                    Ok((outcomes, highest)) => b.wait_fed(highest).await.map(|()| outcomes),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(outcomes) => {
+                        let mut it = outcomes.into_iter();
+                        for (r, c) in reqs.into_iter().zip(counts) {
+                            let _ = r.reply.send(Ok(it.by_ref().take(c).collect()));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        for r in reqs {
+                            let _ = r.reply.send(Err(Failed::Unavailable(e.clone())));
+                        }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    for r in reqs {
-                        let _ = r.reply.send(Err(Failed::Unavailable(e.clone())));
-                    }
-                }
+            });
+        }
+    }
+
+    /// Waits until this node's feed has copied id `highest`.
+    async fn wait_fed(&self, highest: u64) -> Result<(), String> {
+        if highest <= self.shared.log.committed() {
+            return Ok(());
+        }
+        let mut rx = self.shared.committed.subscribe();
+        match tokio::time::timeout(FEED_WAIT, rx.wait_for(|&c| c >= highest)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let c = self.nats().expect("with --nats").store.config();
+                Err(format!(
+                    "stream {} acknowledged id {highest}, but this hub's feed from NATS {} has not brought it within {}s",
+                    c.stream,
+                    c.urls.join(","),
+                    FEED_WAIT.as_secs()
+                ))
             }
         }
     }
 
-    /// Publishes `events` into the stream; one outcome per event.
-    async fn publish_to_stream(&self, events: Vec<Prepared>) -> Result<Vec<Appended>, String> {
+    /// Publishes `events` into the stream: one outcome per event, and the highest id
+    /// acknowledged.
+    async fn publish_to_stream(
+        &self,
+        events: Vec<Prepared>,
+    ) -> Result<(Vec<Appended>, u64), String> {
         let side = self.nats().expect("the publish task runs with --nats");
         let log = &self.shared.log;
         let keys: Vec<&str> = events.iter().filter_map(|p| p.key()).collect();
@@ -149,22 +181,11 @@ impl Broker {
             .stats
             .dedup_total
             .fetch_add(dups, Ordering::Relaxed);
-        if highest > self.shared.log.committed() {
-            let mut rx = self.shared.committed.subscribe();
-            let fed = tokio::time::timeout(FEED_WAIT, rx.wait_for(|&c| c >= highest)).await;
-            if !matches!(fed, Ok(Ok(_))) {
-                return Err(format!(
-                    "stream {} acknowledged id {highest}, but this hub's feed from NATS {} has not brought it within {}s",
-                    side.store.config().stream,
-                    side.store.config().urls.join(","),
-                    FEED_WAIT.as_secs()
-                ));
-            }
-        }
-        Ok(out
+        let outcomes = out
             .into_iter()
             .map(|o| o.expect("every slot filled"))
-            .collect())
+            .collect();
+        Ok((outcomes, highest))
     }
 
     /// The feed task: the stream, in order, into the replica and out to subscribers.
