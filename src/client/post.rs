@@ -6,9 +6,9 @@
 //! Retries as [`super::Publisher`] does, with the same idempotency key each time, so
 //! a resend after a lost answer is stored once.
 
-use super::connect::{Failure, refusal, with_retry};
+use super::connect::{Failure, Hubs, refusal, with_retry};
 use super::publisher::random_prefix;
-use super::{Backoff, ClientError, ConnectOptions, normalize_url, seconds};
+use super::{Backoff, ClientError, ConnectOptions, seconds};
 use crate::event::NewEvent;
 use crate::protocol::event_json;
 use http_body_util::{BodyExt, Full};
@@ -54,7 +54,9 @@ impl Target {
 }
 
 /// Publishes `event` with `POST /publish` and returns its id, retrying while the hub
-/// is unreachable until `opts.timeout`. `Ok(None)`: nothing at that address takes
+/// is unreachable until `opts.timeout`. With several hubs in `opts.url`, an
+/// unreachable one or one that answers 503 (or another 5xx, or 429) is followed by
+/// the next, with the same key. `Ok(None)`: nothing at that address takes
 /// `POST /publish` (404 or 405, e.g. a proxy that forwards only the WebSocket path);
 /// nothing was stored, and the caller may publish over a WebSocket instead.
 ///
@@ -71,8 +73,12 @@ pub async fn publish_once(
     if event.key.is_none() {
         event.key = Some(format!("{}-1", random_prefix()));
     }
-    let url = normalize_url(&opts.url)?;
-    let target = Target::of(&url)?;
+    let mut hubs = Hubs::parse(&opts.url)?;
+    let targets = hubs
+        .urls()
+        .iter()
+        .map(|url| Ok((url.clone(), Target::of(url)?)))
+        .collect::<Result<Vec<_>, ClientError>>()?;
     let token = match &opts.token {
         Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
             ClientError::Usage("invalid token: a token is printable ASCII without spaces".into())
@@ -81,16 +87,22 @@ pub async fn publish_once(
     };
     let body = Bytes::from(event_json(&event));
     with_retry(
-        &url,
+        &mut hubs,
         opts.timeout,
         &mut Backoff::new(),
-        |cause, delay| {
+        |url, cause, delay| {
             tracing::info!(
                 "cannot reach the hub at {url}: {cause}; retrying in {}",
                 seconds(delay)
             )
         },
-        |limit| post(&url, &target, token.as_ref(), body.clone(), limit),
+        |url, limit| {
+            let (url, target) = targets
+                .iter()
+                .find(|(u, _)| u == url)
+                .expect("a target for every hub");
+            post(url, target, token.as_ref(), body.clone(), limit)
+        },
     )
     .await
 }
