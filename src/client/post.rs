@@ -230,6 +230,76 @@ mod tests {
         assert_eq!(Target::of("ws://example.org/ws").unwrap().port, 80);
     }
 
+    /// A hub that answers one request with `status` and `body`; returns the
+    /// request it got.
+    async fn answer_once(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+        body: &'static str,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then a body of Content-Length bytes.
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client hung up");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body_so_far)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body_so_far.len() >= len {
+                    break;
+                }
+            }
+        }
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(got).unwrap()
+    }
+
+    /// A 503 from the first hub: the same event, with the same key, goes to the next.
+    #[tokio::test]
+    async fn a_503_moves_to_the_next_hub_with_the_same_key() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = format!("{},{}", a.local_addr().unwrap(), b.local_addr().unwrap());
+        let hub_a = tokio::spawn(answer_once(
+            a,
+            "503 Service Unavailable",
+            r#"{"code":"unavailable","message":"the store is down"}"#,
+        ));
+        let hub_b = tokio::spawn(answer_once(b, "200 OK", r#"{"ids":[9]}"#));
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            publish_once(&ConnectOptions::new(urls), NewEvent::new("t")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, Ok(Some(9)));
+        let key = |req: &str| {
+            let body = req.split_once("\r\n\r\n").unwrap().1;
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (req_a, req_b) = (hub_a.await.unwrap(), hub_b.await.unwrap());
+        assert!(req_a.starts_with("POST /publish "), "{req_a}");
+        assert_eq!(key(&req_a), key(&req_b), "the same key on both hubs");
+    }
+
     #[test]
     fn the_answer_names_one_id() {
         assert_eq!(stored_id(br#"{"ids":[42]}"#), Some(42));

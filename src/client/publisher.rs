@@ -841,6 +841,42 @@ mod tests {
         assert_eq!(keys[1], keys[2], "the resent event keeps its key");
     }
 
+    /// With two hubs, an event hub A took and dropped unacknowledged is sent to hub
+    /// B with the same key.
+    #[tokio::test]
+    async fn a_drop_moves_to_the_next_hub_with_the_same_key() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = format!("{},{}", a.local_addr().unwrap(), b.local_addr().unwrap());
+        let hub_a = tokio::spawn(async move {
+            let (s, _) = a.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (_, ev) = next_publish(&mut ws).await;
+            drop(ws);
+            ev.key.unwrap()
+        });
+        let hub_b = tokio::spawn(async move {
+            let (s, _) = b.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":7}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let _ = ws.next().await;
+            ev.key.unwrap()
+        });
+        let p = Publisher::connect(&ConnectOptions::new(urls))
+            .await
+            .unwrap();
+        let id = tokio::time::timeout(Duration::from_secs(10), p.publish(NewEvent::new("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, 7, "acknowledged by hub B");
+        p.close().await.unwrap();
+        let (key_a, key_b) = (hub_a.await.unwrap(), hub_b.await.unwrap());
+        assert_eq!(key_a, key_b, "the resent event keeps its key");
+    }
+
     #[tokio::test]
     async fn unreachable_hub_gives_up_after_timeout() {
         // A port nothing listens on: bind, read the port, drop.
