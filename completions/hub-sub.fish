@@ -12,7 +12,7 @@ complete -c hub-sub -l format -d 'What to print per event' -r -f -a "json\t'The 
 data\t'Only the event\'s `data`, compact JSON, one per line'
 text\t'`TS TOPIC TYPE` then data.message, data.line or the compact data'"
 complete -c hub-sub -l ready-file -d 'Create PATH once the hub has confirmed the subscription' -r -F
-complete -c hub-sub -l url -d 'Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is added when missing)' -r
+complete -c hub-sub -l url -d 'Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is added when missing). Several hubs of one cluster, comma-separated (ws://a:7357,ws://b:7357): the first that answers is used; a failed attempt moves to the next at once, a whole failed round waits the retry delay, a dropped connection resumes on the next hub' -r
 complete -c hub-sub -l token -d 'Token for a hub started with --token, sent as `Authorization: Bearer`. Prefer HUB_TOKEN or --token-file: a --token is visible in `ps`' -r
 complete -c hub-sub -l token-file -d 'Read the token from FILE (first line; surrounding whitespace is ignored). Takes precedence over --token and HUB_TOKEN' -r -F
 complete -c hub-sub -l all -d 'Start with everything the hub retains (= --since 0)'

@@ -6,7 +6,7 @@ complete -c hub-tail -l rotate-wait -d 'After a rename rotation, keep reading th
 complete -c hub-tail -l state -d 'Where positions are kept (default: one file per set of inputs under $XDG_STATE_HOME/hub/tail/, else ~/.local/state/hub/tail/)' -r -F
 complete -c hub-tail -l max-line -d 'Longest line, in bytes of JSON-encoded text, before it is split into pieces' -r
 complete -c hub-tail -l source -d 'The events\' source (default: the host name)' -r
-complete -c hub-tail -l url -d 'Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is added when missing)' -r
+complete -c hub-tail -l url -d 'Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is added when missing). Several hubs of one cluster, comma-separated (ws://a:7357,ws://b:7357): the first that answers is used; a failed attempt moves to the next at once, a whole failed round waits the retry delay, a dropped connection resumes on the next hub' -r
 complete -c hub-tail -l token -d 'Token for a hub started with --token, sent as `Authorization: Bearer`. Prefer HUB_TOKEN or --token-file: a --token is visible in `ps`' -r
 complete -c hub-tail -l token-file -d 'Read the token from FILE (first line; surrounding whitespace is ignored). Takes precedence over --token and HUB_TOKEN' -r -F
 complete -c hub-tail -l from-start -d 'For a file without a saved position, start at its first line'

@@ -21,7 +21,10 @@ use std::time::Duration;
 #[derive(clap::Args, Debug, Clone)]
 pub struct HubArgs {
     /// Hub address: ws://HOST:PORT, ws://HOST:PORT/ws or http://HOST:PORT (/ws is
-    /// added when missing).
+    /// added when missing). Several hubs of one cluster, comma-separated
+    /// (ws://a:7357,ws://b:7357): the first that answers is used; a failed attempt
+    /// moves to the next at once, a whole failed round waits the retry delay, a
+    /// dropped connection resumes on the next hub.
     #[arg(long, env = "HUB_URL", value_name = "URL", default_value = crate::DEFAULT_URL)]
     pub url: String,
 

@@ -69,6 +69,133 @@ pub fn normalize_url(input: &str) -> Result<String, ClientError> {
     Ok(url)
 }
 
+/// Parses a `--url` / `HUB_URL` value: one hub address, or several separated by
+/// commas (`ws://a:7000,ws://b:7000`), each normalized by [`normalize_url`].
+///
+/// # Errors
+/// [`ClientError::Usage`] naming the list and the element that is empty or invalid.
+pub fn parse_hub_list(input: &str) -> Result<Vec<String>, ClientError> {
+    if !input.contains(',') {
+        return Ok(vec![normalize_url(input)?]);
+    }
+    input
+        .split(',')
+        .enumerate()
+        .map(|(i, element)| {
+            let n = i + 1;
+            if element.trim().is_empty() {
+                return Err(ClientError::Usage(format!(
+                    "invalid hub URL list {input:?}: element {n} is empty (accepted: URL[,URL...], e.g. ws://a:7357,ws://b:7357)"
+                )));
+            }
+            normalize_url(element).map_err(|e| {
+                ClientError::Usage(format!("invalid hub URL list {input:?}: element {n}: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// The hubs a client may use, in order, and the one it uses now.
+///
+/// Failing over: a client starts at the first hub; when an attempt to connect
+/// fails it tries the next one at once, and only after a whole round of the list
+/// has failed does it wait (the [`Backoff`] delay) before the next round. When an
+/// open connection drops, the next attempt goes to the next hub (after the same
+/// delay a single hub gets before its reconnect). With one hub this is the plain
+/// retry of that hub.
+#[derive(Debug, Clone)]
+pub(super) struct Hubs {
+    urls: Vec<String>,
+    current: usize,
+    /// Failed attempts since the last round boundary.
+    failed: usize,
+    /// The causes of this round's failures, for [`ClientError::Unreachable`].
+    causes: Vec<String>,
+}
+
+impl Hubs {
+    pub(super) fn parse(input: &str) -> Result<Hubs, ClientError> {
+        Ok(Hubs {
+            urls: parse_hub_list(input)?,
+            current: 0,
+            failed: 0,
+            causes: Vec::new(),
+        })
+    }
+
+    /// The hub to use now.
+    pub(super) fn current(&self) -> &str {
+        &self.urls[self.current]
+    }
+
+    /// Every hub, for messages: `ws://a/ws, ws://b/ws`.
+    pub(super) fn all(&self) -> String {
+        self.urls.join(", ")
+    }
+
+    pub(super) fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// A connection was made: a new round starts from here.
+    pub(super) fn connected(&mut self) {
+        self.failed = 0;
+        self.causes.clear();
+    }
+
+    /// The open connection to the current hub dropped: move to the next hub and
+    /// start a new round there. Returns the hub moved to, when it is another one.
+    pub(super) fn dropped(&mut self) -> Option<&str> {
+        self.connected();
+        self.advance()
+    }
+
+    /// An attempt on the current hub failed with `cause`: move to the next hub.
+    /// Returns true when that completes a round (every hub failed since the last
+    /// connection or the last round), the time to wait before going on.
+    pub(super) fn failed(&mut self, cause: &str) -> bool {
+        self.causes.push(if self.urls.len() == 1 {
+            cause.to_string()
+        } else {
+            format!("{}: {cause}", self.current())
+        });
+        self.failed += 1;
+        self.advance();
+        if self.failed >= self.urls.len() {
+            self.failed = 0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// [`ClientError::Unreachable`] after a failed round: every hub, every cause.
+    pub(super) fn unreachable(&mut self, waited: Duration) -> ClientError {
+        let n = self.urls.len();
+        let causes = &self.causes[self.causes.len().saturating_sub(n)..];
+        let e = ClientError::Unreachable {
+            url: self.all(),
+            cause: causes.join("; "),
+            waited: round_duration(waited),
+        };
+        self.causes.clear();
+        e
+    }
+
+    /// The end of a round that is not given up: forget its causes.
+    pub(super) fn next_round(&mut self) {
+        self.causes.clear();
+    }
+
+    fn advance(&mut self) -> Option<&str> {
+        if self.urls.len() == 1 {
+            return None;
+        }
+        self.current = (self.current + 1) % self.urls.len();
+        Some(self.current())
+    }
+}
+
 /// Reconnect delays: 0.5 s doubling to 30 s, each with ±20 % jitter so that many
 /// clients of a restarted hub do not come back in lockstep.
 #[derive(Debug, Clone)]
@@ -212,30 +339,35 @@ pub(super) fn refusal(url: &str, status: u16, body: &[u8]) -> Failure {
     }
 }
 
-/// Connects, retrying transient failures with `backoff` until `timeout` has passed
-/// since the first attempt. `on_retry(cause, delay)` is told about each retry.
+/// Connects to one of `hubs`, retrying transient failures as [`Hubs`] says until
+/// `timeout` has passed since the first attempt. `on_retry(url, cause, delay)` is
+/// told about each wait before a new round.
 pub(super) async fn connect_with_retry(
-    url: &str,
+    hubs: &mut Hubs,
     token: Option<&str>,
     timeout: Option<Duration>,
     backoff: &mut Backoff,
-    on_retry: impl FnMut(&str, Duration),
+    on_retry: impl FnMut(&str, &str, Duration),
 ) -> Result<Opened, ClientError> {
-    with_retry(url, timeout, backoff, on_retry, |limit| {
-        open(url, token, limit)
+    with_retry(hubs, timeout, backoff, on_retry, |url, limit| {
+        let url = url.to_string();
+        async move { open(&url, token, limit).await }
     })
     .await
 }
 
-/// Runs `attempt(limit)` until it succeeds or fails for good, retrying transient
-/// failures with `backoff` until `timeout` has passed since the first attempt (then
-/// [`ClientError::Unreachable`] naming `url`). `limit` bounds each attempt.
+/// Runs `attempt(url, limit)` on the current hub of `hubs` until it succeeds or
+/// fails for good. A transient failure moves to the next hub at once; after a whole
+/// round of failures it waits `backoff`'s delay, and gives up with
+/// [`ClientError::Unreachable`] (naming every hub) once `timeout` has passed since
+/// the first attempt (a round once begun is finished first). `limit` bounds each
+/// attempt. On success the hub that answered stays current.
 pub(super) async fn with_retry<T, F: Future<Output = Result<T, Failure>>>(
-    url: &str,
+    hubs: &mut Hubs,
     timeout: Option<Duration>,
     backoff: &mut Backoff,
-    mut on_retry: impl FnMut(&str, Duration),
-    mut attempt: impl FnMut(Duration) -> F,
+    mut on_retry: impl FnMut(&str, &str, Duration),
+    mut attempt: impl FnMut(&str, Duration) -> F,
 ) -> Result<T, ClientError> {
     let start = Instant::now();
     loop {
@@ -243,27 +375,33 @@ pub(super) async fn with_retry<T, F: Future<Output = Result<T, Failure>>>(
         let limit = left
             .unwrap_or(ATTEMPT_LIMIT)
             .clamp(Duration::from_millis(100), ATTEMPT_LIMIT);
-        match attempt(limit).await {
+        let url = hubs.current().to_string();
+        match attempt(&url, limit).await {
             Ok(done) => {
                 backoff.reset();
+                hubs.connected();
                 return Ok(done);
             }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Transient(cause)) => {
+                if !hubs.failed(&cause) {
+                    tracing::info!(
+                        "cannot reach the hub at {url}: {cause}; moving to hub {}",
+                        hubs.current()
+                    );
+                    continue;
+                }
                 let mut delay = backoff.next_delay();
                 if let Some(t) = timeout {
                     let elapsed = start.elapsed();
                     if elapsed >= t {
-                        return Err(ClientError::Unreachable {
-                            url: url.to_string(),
-                            cause,
-                            waited: round_duration(elapsed),
-                        });
+                        return Err(hubs.unreachable(elapsed));
                     }
-                    // One last attempt right at the deadline.
+                    // One last round right at the deadline.
                     delay = delay.min(t - elapsed);
                 }
-                on_retry(&cause, delay);
+                hubs.next_round();
+                on_retry(&url, &cause, delay);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -357,6 +495,100 @@ mod tests {
             let e = normalize_url(bad).unwrap_err();
             assert!(e.to_string().contains("accepted: ws://"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn hub_lists() {
+        assert_eq!(parse_hub_list("h:1").unwrap(), ["ws://h:1/ws"]);
+        assert_eq!(
+            parse_hub_list("ws://a:7000, http://b:7000/ws ,c:1").unwrap(),
+            ["ws://a:7000/ws", "ws://b:7000/ws", "ws://c:1/ws"]
+        );
+        let e = parse_hub_list("a,,b").unwrap_err().to_string();
+        assert!(
+            e.starts_with(r#"invalid hub URL list "a,,b": element 2 is empty"#),
+            "{e}"
+        );
+        let e = parse_hub_list("a:1,").unwrap_err().to_string();
+        assert!(e.contains("element 2 is empty"), "{e}");
+        let e = parse_hub_list("a:1,wss://b:1").unwrap_err().to_string();
+        assert!(
+            e.contains(r#"list "a:1,wss://b:1": element 2: invalid hub URL "wss://b:1""#),
+            "{e}"
+        );
+        // One address is checked as before, with the same message.
+        assert_eq!(
+            parse_hub_list("ftp://h").unwrap_err(),
+            normalize_url("ftp://h").unwrap_err()
+        );
+    }
+
+    #[test]
+    fn hubs_fail_over_in_rounds() {
+        let mut hubs = Hubs::parse("a:1,b:1,c:1").unwrap();
+        assert_eq!(hubs.current(), "ws://a:1/ws");
+        assert!(!hubs.failed("refused"));
+        assert_eq!(hubs.current(), "ws://b:1/ws");
+        assert!(!hubs.failed("reset"));
+        assert!(hubs.failed("timeout"), "the third failure ends the round");
+        assert_eq!(hubs.current(), "ws://a:1/ws");
+        let e = hubs.unreachable(Duration::from_millis(1234)).to_string();
+        assert_eq!(
+            e,
+            "cannot reach any hub at ws://a:1/ws, ws://b:1/ws, ws://c:1/ws (gave up after 1.3s): \
+             ws://a:1/ws: refused; ws://b:1/ws: reset; ws://c:1/ws: timeout"
+        );
+        // A connection to b, then a drop: c is next, and a new round starts there.
+        assert!(!hubs.failed("refused"));
+        hubs.connected();
+        assert_eq!(hubs.dropped(), Some("ws://c:1/ws"));
+        assert!(!hubs.failed("x") && !hubs.failed("y") && hubs.failed("z"));
+        assert_eq!(hubs.current(), "ws://c:1/ws");
+
+        // One hub: every failure is a whole round; a drop stays on it.
+        let mut one = Hubs::parse("ws://h:1").unwrap();
+        assert!(one.failed("refused"));
+        assert_eq!(one.dropped(), None);
+        assert_eq!(one.current(), "ws://h:1/ws");
+        assert!(one.failed("refused"));
+        assert_eq!(
+            one.unreachable(Duration::from_secs(10)).to_string(),
+            "cannot reach the hub at ws://h:1/ws (gave up after 10.0s): refused"
+        );
+    }
+
+    /// `with_retry` tries the hubs of a round without waiting, the backoff only
+    /// between rounds, and stays on the hub that answered.
+    #[tokio::test]
+    async fn with_retry_moves_along_the_list() {
+        let mut hubs = Hubs::parse("a:1,b:1,c:1").unwrap();
+        let mut tried = Vec::new();
+        let mut waits = 0;
+        let started = Instant::now();
+        let got = with_retry(
+            &mut hubs,
+            Some(Duration::from_secs(10)),
+            &mut Backoff::new(),
+            |_, _, _| waits += 1,
+            |url, _| {
+                tried.push(url.to_string());
+                let ok = tried.len() == 5;
+                async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(Failure::Transient("refused".into()))
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(got.is_ok());
+        assert_eq!(waits, 1, "one wait, after the first round");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let short: Vec<&str> = tried.iter().map(|u| &u[5..6]).collect();
+        assert_eq!(short, ["a", "b", "c", "a", "b"]);
+        assert_eq!(hubs.current(), "ws://b:1/ws");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!   same endpoint; `/ws` is added when missing.
 //! - Every connection sets TCP_NODELAY and sends the token as
 //!   `Authorization: Bearer` (never in the URL, so it stays out of server logs).
+//! - [`parse_hub_list`]: `--url a,b,c` names several hubs; a client uses the first
+//!   that answers, tries the next at once when an attempt fails, waits the backoff
+//!   only after a whole round failed, and moves to the next hub when a connection
+//!   drops. Ids are global across hub nodes, so resuming by id works on any of them.
 //! - [`Backoff`]: 0.5 s doubling to 30 s, with ±20 % jitter, reset after a success.
 //! - Close codes keep the retry meaning of SPEC §3 ([`close::is_retryable`](crate::protocol::close::is_retryable)): after
 //!   1001, 1006, 4429, 4500 the client reconnects; after 1003, 1008, 1009, 4400, 4401
@@ -43,7 +47,7 @@ pub use crate::protocol::{Start, Subscribe};
 /// `cli/sub.rs` uses. Its `batch` is not read: the subscriber asks for batches
 /// whenever the hub offers them.
 pub type SubscribeOptions = Subscribe;
-pub use connect::{Backoff, normalize_url, seconds};
+pub use connect::{Backoff, normalize_url, parse_hub_list, seconds};
 pub use in_flight::{Encoded, InFlight, WINDOW};
 pub use post::publish_once;
 pub use publisher::{Publisher, Ticket};
@@ -63,7 +67,8 @@ pub enum ClientError {
     #[error(transparent)]
     InvalidEvent(#[from] EventError),
     /// No connection could be made before the timeout.
-    #[error("cannot reach the hub at {url} (gave up after {}): {cause}", seconds(*waited))]
+    /// `url` names every hub tried (`ws://a/ws, ws://b/ws` for a list).
+    #[error("cannot reach {} (gave up after {}): {cause}", hub_at(url), seconds(*waited))]
     Unreachable {
         url: String,
         cause: String,
@@ -84,10 +89,21 @@ pub enum ClientError {
     Closed,
 }
 
+/// "the hub at URL", or "any hub at URL, URL" for a list.
+fn hub_at(url: &str) -> String {
+    if url.contains(", ") {
+        format!("any hub at {url}")
+    } else {
+        format!("the hub at {url}")
+    }
+}
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// The hub URL in any accepted spelling (see [`normalize_url`]).
+    /// The hub URL in any accepted spelling (see [`normalize_url`]), or several
+    /// separated by commas: the client fails over between them (see
+    /// [`parse_hub_list`]).
     pub url: String,
     /// Sent as `Authorization: Bearer TOKEN`.
     pub token: Option<String>,

@@ -6,9 +6,9 @@
 //! Retries as [`super::Publisher`] does, with the same idempotency key each time, so
 //! a resend after a lost answer is stored once.
 
-use super::connect::{Failure, refusal, with_retry};
+use super::connect::{Failure, Hubs, refusal, with_retry};
 use super::publisher::random_prefix;
-use super::{Backoff, ClientError, ConnectOptions, normalize_url, seconds};
+use super::{Backoff, ClientError, ConnectOptions, seconds};
 use crate::event::NewEvent;
 use crate::protocol::event_json;
 use http_body_util::{BodyExt, Full};
@@ -54,7 +54,9 @@ impl Target {
 }
 
 /// Publishes `event` with `POST /publish` and returns its id, retrying while the hub
-/// is unreachable until `opts.timeout`. `Ok(None)`: nothing at that address takes
+/// is unreachable until `opts.timeout`. With several hubs in `opts.url`, an
+/// unreachable one or one that answers 503 (or another 5xx, or 429) is followed by
+/// the next, with the same key. `Ok(None)`: nothing at that address takes
 /// `POST /publish` (404 or 405, e.g. a proxy that forwards only the WebSocket path);
 /// nothing was stored, and the caller may publish over a WebSocket instead.
 ///
@@ -71,8 +73,12 @@ pub async fn publish_once(
     if event.key.is_none() {
         event.key = Some(format!("{}-1", random_prefix()));
     }
-    let url = normalize_url(&opts.url)?;
-    let target = Target::of(&url)?;
+    let mut hubs = Hubs::parse(&opts.url)?;
+    let targets = hubs
+        .urls()
+        .iter()
+        .map(|url| Ok((url.clone(), Target::of(url)?)))
+        .collect::<Result<Vec<_>, ClientError>>()?;
     let token = match &opts.token {
         Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
             ClientError::Usage("invalid token: a token is printable ASCII without spaces".into())
@@ -81,16 +87,22 @@ pub async fn publish_once(
     };
     let body = Bytes::from(event_json(&event));
     with_retry(
-        &url,
+        &mut hubs,
         opts.timeout,
         &mut Backoff::new(),
-        |cause, delay| {
+        |url, cause, delay| {
             tracing::info!(
                 "cannot reach the hub at {url}: {cause}; retrying in {}",
                 seconds(delay)
             )
         },
-        |limit| post(&url, &target, token.as_ref(), body.clone(), limit),
+        |url, limit| {
+            let (url, target) = targets
+                .iter()
+                .find(|(u, _)| u == url)
+                .expect("a target for every hub");
+            post(url, target, token.as_ref(), body.clone(), limit)
+        },
     )
     .await
 }
@@ -216,6 +228,76 @@ mod tests {
             ("[::1]:80", "/hub/publish")
         );
         assert_eq!(Target::of("ws://example.org/ws").unwrap().port, 80);
+    }
+
+    /// A hub that answers one request with `status` and `body`; returns the
+    /// request it got.
+    async fn answer_once(
+        listener: tokio::net::TcpListener,
+        status: &'static str,
+        body: &'static str,
+    ) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then a body of Content-Length bytes.
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client hung up");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body_so_far)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body_so_far.len() >= len {
+                    break;
+                }
+            }
+        }
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(got).unwrap()
+    }
+
+    /// A 503 from the first hub: the same event, with the same key, goes to the next.
+    #[tokio::test]
+    async fn a_503_moves_to_the_next_hub_with_the_same_key() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = format!("{},{}", a.local_addr().unwrap(), b.local_addr().unwrap());
+        let hub_a = tokio::spawn(answer_once(
+            a,
+            "503 Service Unavailable",
+            r#"{"code":"unavailable","message":"the store is down"}"#,
+        ));
+        let hub_b = tokio::spawn(answer_once(b, "200 OK", r#"{"ids":[9]}"#));
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            publish_once(&ConnectOptions::new(urls), NewEvent::new("t")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, Ok(Some(9)));
+        let key = |req: &str| {
+            let body = req.split_once("\r\n\r\n").unwrap().1;
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (req_a, req_b) = (hub_a.await.unwrap(), hub_b.await.unwrap());
+        assert!(req_a.starts_with("POST /publish "), "{req_a}");
+        assert_eq!(key(&req_a), key(&req_b), "the same key on both hubs");
     }
 
     #[test]

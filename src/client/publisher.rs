@@ -3,8 +3,7 @@
 //! sends again what was not acknowledged.
 
 use super::connect::{
-    Backoff, Ws, close_code_name, close_parts, connect_with_retry, describe_close, normalize_url,
-    seconds,
+    Backoff, Hubs, Ws, close_code_name, close_parts, connect_with_retry, describe_close, seconds,
 };
 use super::in_flight::{Encoded, Outcomes, Replies, Reply, WINDOW};
 use super::pool::Spare;
@@ -133,7 +132,8 @@ impl Publisher {
     /// # Errors
     /// [`ClientError::Usage`] for a URL that cannot be understood.
     pub fn start(opts: &ConnectOptions) -> Result<Publisher, ClientError> {
-        let url = normalize_url(&opts.url)?;
+        let hubs = Hubs::parse(&opts.url)?;
+        let url = hubs.all();
         // As many hand-overs as events in flight: a caller that keeps at most WINDOW
         // events unanswered never waits here, even while the task is reconnecting
         // (slots are allocated as they are used).
@@ -143,7 +143,7 @@ impl Publisher {
         let task = tokio::spawn(run_publisher(
             rx,
             state_tx,
-            url.clone(),
+            hubs,
             opts.token.clone(),
             opts.timeout,
             spare.clone(),
@@ -178,7 +178,8 @@ impl Publisher {
         }
     }
 
-    /// The normalized URL (for messages).
+    /// The normalized URL (for messages); every hub, `ws://a/ws, ws://b/ws`, for a
+    /// list.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -401,7 +402,7 @@ impl Framing {
 async fn run_publisher(
     mut rx: mpsc::Receiver<Outgoing>,
     state: watch::Sender<ConnState>,
-    url: String,
+    mut hubs: Hubs,
     token: Option<String>,
     timeout: Option<Duration>,
     spare: Spare,
@@ -416,11 +417,11 @@ async fn run_publisher(
     let mut was_connected = false;
     loop {
         let connected = connect_with_retry(
-            &url,
+            &mut hubs,
             token.as_deref(),
             timeout,
             &mut backoff,
-            |cause, delay| {
+            |url, cause, delay| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {cause}; retrying in {}",
                     seconds(delay)
@@ -435,6 +436,7 @@ async fn run_publisher(
                 return;
             }
         };
+        let url = hubs.current().to_string();
         if was_connected {
             tracing::warn!(
                 "reconnected to {url}; sending {} unacknowledged event(s) again",
@@ -445,6 +447,7 @@ async fn run_publisher(
         state.send_replace(ConnState::Connected);
         let mut framing = Framing { max_frame, req: 0 };
         if framing.feed(&mut ws, &mut pending, 0).await.is_err() || ws.flush().await.is_err() {
+            hubs.dropped();
             continue;
         }
         // The connection loop: returns Some(cause) to reconnect, None when done.
@@ -513,7 +516,13 @@ async fn run_publisher(
             }
         };
         if let Some(cause) = cause {
-            tracing::warn!("lost the connection to {url} ({cause}); reconnecting");
+            match hubs.dropped() {
+                Some(next) => tracing::warn!(
+                    "lost the connection to {url} ({cause}); moving to hub {next}, sending {} unacknowledged event(s) again there",
+                    pending.len()
+                ),
+                None => tracing::warn!("lost the connection to {url} ({cause}); reconnecting"),
+            }
             state.send_replace(ConnState::Connecting);
         }
     }
@@ -830,6 +839,42 @@ mod tests {
         let keys = hub.await.unwrap();
         assert_ne!(keys[0], keys[1]);
         assert_eq!(keys[1], keys[2], "the resent event keeps its key");
+    }
+
+    /// With two hubs, an event hub A took and dropped unacknowledged is sent to hub
+    /// B with the same key.
+    #[tokio::test]
+    async fn a_drop_moves_to_the_next_hub_with_the_same_key() {
+        let a = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let urls = format!("{},{}", a.local_addr().unwrap(), b.local_addr().unwrap());
+        let hub_a = tokio::spawn(async move {
+            let (s, _) = a.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (_, ev) = next_publish(&mut ws).await;
+            drop(ws);
+            ev.key.unwrap()
+        });
+        let hub_b = tokio::spawn(async move {
+            let (s, _) = b.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+            let (req, ev) = next_publish(&mut ws).await;
+            let ack = format!(r#"{{"type":"ack","req":{req},"id":7}}"#);
+            ws.send(Message::text(ack)).await.unwrap();
+            let _ = ws.next().await;
+            ev.key.unwrap()
+        });
+        let p = Publisher::connect(&ConnectOptions::new(urls))
+            .await
+            .unwrap();
+        let id = tokio::time::timeout(Duration::from_secs(10), p.publish(NewEvent::new("a")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, 7, "acknowledged by hub B");
+        p.close().await.unwrap();
+        let (key_a, key_b) = (hub_a.await.unwrap(), hub_b.await.unwrap());
+        assert_eq!(key_a, key_b, "the resent event keeps its key");
     }
 
     #[tokio::test]

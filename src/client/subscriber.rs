@@ -2,8 +2,8 @@
 //! the newest event received, so a hub restart neither loses nor repeats one.
 
 use super::connect::{
-    ATTEMPT_LIMIT, Backoff, Failure, Ws, close_code_name, close_gracefully, close_parts,
-    connect_with_retry, describe_close, normalize_url, open, round_duration, seconds,
+    ATTEMPT_LIMIT, Backoff, Failure, Hubs, Ws, close_code_name, close_gracefully, close_parts,
+    connect_with_retry, describe_close, open, seconds,
 };
 use super::{ClientError, ConnectOptions};
 use crate::event::Event;
@@ -78,6 +78,9 @@ impl Received {
 /// resumes `since` the last event handed out (events at or below it are dropped if
 /// the hub sends them again).
 pub struct Subscriber {
+    /// The hubs; the current one is connected (or to be tried next).
+    hubs: Hubs,
+    /// The current hub's URL, for messages.
     url: String,
     token: Option<String>,
     timeout: Option<Duration>,
@@ -119,7 +122,7 @@ impl Subscriber {
         spec: Subscribe,
         reconnect: bool,
     ) -> Result<Subscriber, ClientError> {
-        let url = normalize_url(&opts.url)?;
+        let mut hubs = Hubs::parse(&opts.url)?;
         let mut backoff = Backoff::new();
         let timeout = if reconnect {
             opts.timeout
@@ -127,11 +130,11 @@ impl Subscriber {
             Some(Duration::ZERO)
         };
         let (ws, max_frame) = connect_with_retry(
-            &url,
+            &mut hubs,
             opts.token.as_deref(),
             timeout,
             &mut backoff,
-            |c, d| {
+            |url, c, d| {
                 tracing::info!(
                     "cannot reach the hub at {url}: {c}; retrying in {}",
                     seconds(d)
@@ -140,7 +143,8 @@ impl Subscriber {
         )
         .await?;
         let mut s = Subscriber {
-            url,
+            url: hubs.current().to_string(),
+            hubs,
             token: opts.token.clone(),
             timeout: opts.timeout,
             reconnect,
@@ -164,7 +168,7 @@ impl Subscriber {
         Ok(s)
     }
 
-    /// The normalized URL (for messages).
+    /// The normalized URL of the hub in use (for messages).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -232,11 +236,13 @@ impl Subscriber {
                     tokio::time::sleep(d).await;
                 }
                 let outage = *self.outage_start.get_or_insert_with(Instant::now);
+                self.url = self.hubs.current().to_string();
                 match open(&self.url, self.token.as_deref(), ATTEMPT_LIMIT).await {
                     Ok((ws, max_frame)) => {
                         self.ws = Some(ws);
                         self.batches = max_frame.is_some();
                         self.backoff.reset();
+                        self.hubs.connected();
                         self.outage_start = None;
                         if let Err(e) = self.send_subscribe().await {
                             if let Some(r) = self.dropped(e.to_string()) {
@@ -247,15 +253,29 @@ impl Subscriber {
                     }
                     Err(Failure::Fatal(e)) => return Err(e),
                     Err(Failure::Transient(cause)) => {
+                        if !self.hubs.failed(&cause) {
+                            // The rest of this round: the next hub at once.
+                            tracing::info!(
+                                "cannot reach the hub at {}: {cause}; moving to hub {}",
+                                self.url,
+                                self.hubs.current()
+                            );
+                            let cause = format!(
+                                "{}: {cause}; moving to hub {}",
+                                self.url,
+                                self.hubs.current()
+                            );
+                            return Ok(SubEvent::Reconnecting {
+                                cause,
+                                delay: Duration::ZERO,
+                            });
+                        }
                         if let Some(t) = self.timeout
                             && outage.elapsed() >= t
                         {
-                            return Err(ClientError::Unreachable {
-                                url: self.url.clone(),
-                                cause,
-                                waited: round_duration(outage.elapsed()),
-                            });
+                            return Err(self.hubs.unreachable(outage.elapsed()));
                         }
+                        self.hubs.next_round();
                         let delay = self.backoff.next_delay();
                         self.sleep = Some(delay);
                         return Ok(SubEvent::Reconnecting { cause, delay });
@@ -429,6 +449,16 @@ impl Subscriber {
         self.outage_start = Some(Instant::now());
         let delay = self.backoff.next_delay();
         self.sleep = Some(delay);
+        let cause = match self.hubs.dropped() {
+            Some(next) => {
+                tracing::warn!(
+                    "lost the connection to {} ({cause}); moving to hub {next}",
+                    self.url
+                );
+                format!("{cause}; moving to hub {next}")
+            }
+            None => cause,
+        };
         Some(Ok(SubEvent::Reconnecting { cause, delay }))
     }
 }
