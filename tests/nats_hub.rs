@@ -329,3 +329,96 @@ fn an_r3_cluster_loses_a_server_mid_stream_and_nothing_is_lost() {
         assert_eq!(ns, (0..total).collect::<Vec<_>>(), "each event once");
     }
 }
+
+/// `kill -9` of the node clients talk to, mid-stream: `hub-sub --url A,B` and
+/// `hub-emit --lines --url A,B` move to B and resume by id; every line is stored
+/// once and the subscriber prints every id once, in order.
+#[test]
+fn clients_fail_over_when_their_node_is_killed() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(nats) = NatsServer::start("nats_hub") else {
+        return;
+    };
+    let mut a = node(&nats.url());
+    let b = node(&nats.url());
+    let list = format!("{},{}", a.ws_url(), b.ws_url());
+    let total = 300usize;
+    let mut sub = bin("hub-sub")
+        .args([
+            "--url",
+            &list,
+            "fo",
+            "--since",
+            "0",
+            "--count",
+            &total.to_string(),
+        ])
+        .args(["--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let reader = {
+        let out = sub.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                let _ = tx.send(v["id"].as_u64().unwrap());
+            }
+        })
+    };
+    let mut emit = bin("hub-emit")
+        .args(["--url", &list, "fo", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = emit.stdin.take().unwrap();
+    let mut seen = Vec::new();
+    let recv = |seen: &mut Vec<u64>, upto: usize| {
+        while seen.len() < upto {
+            seen.push(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .unwrap_or_else(|_| panic!("hub-sub printed {} of {upto}", seen.len())),
+            );
+        }
+    };
+    for n in 0..total / 3 {
+        writeln!(stdin, "line {n}").unwrap();
+    }
+    stdin.flush().unwrap();
+    recv(&mut seen, total / 3);
+    a.kill9();
+    for n in total / 3..total {
+        writeln!(stdin, "line {n}").unwrap();
+    }
+    drop(stdin);
+    let st = common::wait_child(&mut emit, Duration::from_secs(60)).expect("hub-emit ends");
+    assert!(st.success(), "hub-emit: {st}");
+    recv(&mut seen, total);
+    assert_eq!(
+        seen,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "every id once, in order"
+    );
+    let st = common::wait_child(&mut sub, Duration::from_secs(30)).expect("hub-sub ends");
+    assert!(st.success(), "hub-sub: {st}");
+    reader.join().unwrap();
+    // Stored once each, on the node that is left.
+    let text = events_text(&b, 0);
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]["line"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = (0..total).map(|n| format!("line {n}")).collect();
+    want.sort();
+    assert_eq!(lines, want);
+}
