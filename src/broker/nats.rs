@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - **Publishing**: one task takes every request queued while it was busy and
-//!   publishes them pipelined, in order ([`JsStore::publish`]). A key this node has
+//!   sends them pipelined, in order ([`JsStore::send_all`]); their acks are awaited
+//!   in a task of their own, so the next run goes out meanwhile. A key this node has
 //!   seen (the replica remembers the newest [`crate::store::DEDUP_KEYS`] keys of the
 //!   whole stream, from every node) is answered with its id and not sent; a key
 //!   published on two nodes at once is caught by JetStream's `Nats-Msg-Id` window.
@@ -29,7 +30,7 @@
 
 use super::{Broker, BrokerError, Failed, MAX_BATCH, PublishReq};
 use crate::event::{EventError, Prepared};
-use crate::nats::{Feed, JsStore, KvCursors, PublishError};
+use crate::nats::{Feed, JsStore, KvCursors, PublishError, Sending};
 use crate::store::Appended;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,13 @@ use tokio::sync::mpsc;
 /// How long a publish acknowledged by JetStream may wait for this node's feed to
 /// copy it before it is answered as unavailable.
 const FEED_WAIT: Duration = Duration::from_secs(10);
+
+/// A run of publishes on its way: an outcome for each event decided before
+/// sending (`Some`), the acks of the others still to come.
+struct Run {
+    out: Vec<Option<Appended>>,
+    sending: Sending,
+}
 
 /// What the broker holds of the NATS side.
 pub(crate) struct NatsSide {
@@ -70,12 +78,13 @@ impl Broker {
                 counts.push(r.events.len());
                 all.append(&mut r.events);
             }
-            let result = self.publish_to_stream(all).await;
+            let run = self.send_run(all).await;
             self.shared.queued.fetch_sub(reqs.len(), Ordering::AcqRel);
-            // The next run is published while this one waits for the feed.
+            // The next run is sent while this one's acks come back and the feed
+            // copies it.
             let b = self.clone();
             tokio::spawn(async move {
-                let result = match result {
+                let result = match b.settle_run(run).await {
                     Ok((outcomes, highest)) => b.wait_fed(highest).await.map(|()| outcomes),
                     Err(e) => Err(e),
                 };
@@ -117,19 +126,17 @@ impl Broker {
         }
     }
 
-    /// Publishes `events` into the stream: one outcome per event, and the highest id
-    /// acknowledged.
-    async fn publish_to_stream(
-        &self,
-        events: Vec<Prepared>,
-    ) -> Result<(Vec<Appended>, u64), String> {
+    /// Sends `events` into the stream: the outcome of each event decided here (a
+    /// key the replica knows, too large), the others sent.
+    async fn send_run(&self, events: Vec<Prepared>) -> Run {
         let side = self.nats().expect("the publish task runs with --nats");
         let log = &self.shared.log;
         let keys: Vec<&str> = events.iter().filter_map(|p| p.key()).collect();
         let mut known = log.known_keys(&keys).into_iter();
         let max = self.shared.cfg.max_event_bytes;
         let next = log.committed() + 1;
-        let now = crate::event::now_millis();
+        // The stamp the event will get, but for its id's digits.
+        let stamp = crate::nats::stamp_text(0, crate::event::now_millis()).len() - 1;
         let mut out: Vec<Option<Appended>> = Vec::with_capacity(events.len());
         let mut send = Vec::with_capacity(events.len());
         for p in events {
@@ -140,9 +147,8 @@ impl Broker {
                 continue;
             }
             // The size the event will have stored: its stamp and the payload.
-            let size = crate::nats::stamp_text(next + send.len() as u64, now).len()
-                + crate::nats::payload(&p).len()
-                - 1;
+            let id = next + send.len() as u64;
+            let size = stamp + itoa::Buffer::new().format(id).len() + p.tail().len();
             if size > max {
                 out.push(Some(Appended::Refused(EventError::TooLarge {
                     size,
@@ -153,9 +159,19 @@ impl Broker {
             out.push(None);
             send.push(p);
         }
+        let sending = side.store.send_all(&send).await;
+        Run { out, sending }
+    }
+
+    /// Awaits the acks of a run: one outcome per event, and the highest id
+    /// acknowledged.
+    async fn settle_run(&self, run: Run) -> Result<(Vec<Appended>, u64), String> {
+        let side = self.nats().expect("the publish task runs with --nats");
+        let max = self.shared.cfg.max_event_bytes;
+        let Run { mut out, sending } = run;
         let mut highest = 0;
         let mut dups = 0;
-        let mut sent = side.store.publish(&send).await.into_iter();
+        let mut sent = side.store.settle_all(sending).await.into_iter();
         for slot in out.iter_mut().filter(|o| o.is_none()) {
             let a = match sent.next().expect("one outcome per event sent") {
                 Ok(p) => {

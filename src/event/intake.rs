@@ -469,8 +469,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// `"topic":...,"data":DATA}`.
-    pub(super) fn tail(&self) -> &str {
+    /// `"topic":...,"data":DATA}`: the event's JSON after its stamp.
+    pub(crate) fn tail(&self) -> &str {
         &self.buf[self.start as usize..(self.start + self.len) as usize]
     }
 

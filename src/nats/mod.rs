@@ -19,7 +19,7 @@ pub mod publish;
 pub mod read;
 
 pub use cursors::{KvCursors, kv_key};
-pub use publish::{PublishError, Published, msg_id, payload};
+pub use publish::{PublishError, Published, Sending, msg_id, payload};
 pub use read::{Feed, Feeder, stamp_text, stamped};
 
 use crate::store::LogStats;

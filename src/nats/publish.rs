@@ -12,17 +12,14 @@
 //! after a lost ack never stores it twice.
 
 use super::{EVENT_SUBJECT, JsStore, TASK_SUBJECT, error_chain};
-use crate::event::{Prepared, StoredEvent, TsField, format_ts};
+use crate::event::Prepared;
+#[cfg(doc)]
+use crate::event::StoredEvent;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// Publishes sent ahead of the oldest ack still awaited (async-nats holds at most
-/// 5,000 acks in flight).
-const WINDOW: usize = 1024;
 
 /// An event the stream holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,20 +57,10 @@ pub enum PublishError {
     },
 }
 
-/// The stamp of id 0 at ts 0, which [`payload`] cuts off.
-fn zero_stamp() -> &'static str {
-    static ZERO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ZERO.get_or_init(|| super::stamp_text(0, 0))
-}
-
-/// The payload of an event in the stream: the event without `id` and `ts`.
+/// The payload of an event in the stream: the event without `id` and `ts`, that is
+/// `{` and the text [`StoredEvent::stamp`] writes after the stamp.
 pub fn payload(p: &Prepared) -> Vec<u8> {
-    let zero = format_ts(0);
-    let stored = StoredEvent::stamp(p.clone(), 0, 0, &TsField::new(&zero));
-    let tail = stored
-        .json
-        .strip_prefix(zero_stamp())
-        .expect("StoredEvent::stamp writes the stamp that nats::stamp_text writes");
+    let tail = p.tail();
     let mut out = Vec::with_capacity(tail.len() + 1);
     out.push(b'{');
     out.extend_from_slice(tail.as_bytes());
@@ -128,28 +115,44 @@ enum Attempt {
     Retry(String),
 }
 
+/// Publishes sent, their acks still to come ([`JsStore::send_all`]).
+pub struct Sending {
+    flight: Vec<(Outgoing, Result<PublishAckFuture, Unsent>)>,
+    deadline: Instant,
+}
+
 impl JsStore {
     /// Publishes `events` in order, pipelined, and returns one outcome per event once
-    /// JetStream has acknowledged it (with replicas: once a quorum holds it). An event
-    /// whose ack does not come is resent with the same `Nats-Msg-Id` until
-    /// [`super::NatsConfig::publish_timeout`]; a resent event can get an id above
-    /// events after it in the batch, so ids within a batch increase only while no
-    /// resend was needed.
+    /// JetStream has acknowledged it (with replicas: once a quorum holds it):
+    /// [`JsStore::send_all`] then [`JsStore::settle_all`].
     pub async fn publish(&self, events: &[Prepared]) -> Vec<Result<Published, PublishError>> {
+        let sending = self.send_all(events).await;
+        self.settle_all(sending).await
+    }
+
+    /// Sends `events` in order without awaiting their acks, so that the next run can
+    /// be sent while this one's acks come back (async-nats bounds the acks awaited at
+    /// once: a send waits while 5,000 are).
+    pub async fn send_all(&self, events: &[Prepared]) -> Sending {
         let deadline = Instant::now() + self.cfg.publish_timeout;
-        let mut out = Vec::with_capacity(events.len());
-        let mut flight: VecDeque<(Outgoing, Result<PublishAckFuture, Unsent>)> = VecDeque::new();
+        let mut flight = Vec::with_capacity(events.len());
         for p in events {
             let m = self.outgoing(p);
-            if flight.len() >= WINDOW {
-                let (m, sent) = flight.pop_front().expect("the window is full");
-                out.push(self.settle(&m, sent, deadline).await);
-            }
             let sent = self.send(&m).await;
-            flight.push_back((m, sent));
+            flight.push((m, sent));
         }
-        for (m, sent) in flight {
-            out.push(self.settle(&m, sent, deadline).await);
+        Sending { flight, deadline }
+    }
+
+    /// The outcomes of a run sent by [`JsStore::send_all`], in its order. An event
+    /// whose ack does not come is resent with the same `Nats-Msg-Id` until
+    /// [`super::NatsConfig::publish_timeout`] after it was first sent; a resent event
+    /// gets an id above events sent after it, so ids follow the order sent only while
+    /// no resend was needed.
+    pub async fn settle_all(&self, sending: Sending) -> Vec<Result<Published, PublishError>> {
+        let mut out = Vec::with_capacity(sending.flight.len());
+        for (m, sent) in sending.flight {
+            out.push(self.settle(&m, sent, sending.deadline).await);
         }
         out
     }
@@ -289,7 +292,7 @@ impl JsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::IncomingEvent;
+    use crate::event::{IncomingEvent, StoredEvent, TsField, format_ts};
 
     fn prepared(json: &str) -> Prepared {
         IncomingEvent::from_json(json).unwrap().into()
