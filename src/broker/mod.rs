@@ -693,6 +693,16 @@ impl Broker {
 
     /// `/status`'s view of where events are kept, beyond the log's counters: with
     /// `--nats`, the servers, the stream, the server's version and the replicas.
+    /// Asks the place events are kept for what [`Broker::backend`] reports that may
+    /// change (with `--nats`: the stream's leader), waiting at most 250 ms so that
+    /// `/status` answers at once even while NATS does not.
+    pub async fn refresh_backend(&self) {
+        #[cfg(feature = "nats")]
+        if let Some(side) = self.nats() {
+            let _ = tokio::time::timeout(Duration::from_millis(250), side.store.stats()).await;
+        }
+    }
+
     pub fn backend(&self) -> serde_json::Value {
         #[cfg(feature = "nats")]
         if let Some(side) = self.nats() {
@@ -703,6 +713,7 @@ impl Broker {
                 "stream": c.stream,
                 "replicas": c.replicas,
                 "server_version": side.store.server_version(),
+                "leader": side.store.stream_leader(),
             });
         }
         serde_json::json!({ "kind": if self.shared.log.config().dir.is_some() { "disk" } else { "memory" } })

@@ -248,6 +248,8 @@ pub struct JsStore {
     node: String,
     counter: AtomicU64,
     stats: Mutex<Option<(Instant, LogStats)>>,
+    /// The server leading the stream, as its info said last.
+    leader: Mutex<Option<String>>,
 }
 
 /// Connects to the servers of `cfg` and makes the stream ready (see the module doc),
@@ -370,6 +372,7 @@ async fn connect_inner(cfg: NatsConfig, stage: &Mutex<String>) -> Result<JsStore
         epoch,
         notes,
         stats: Mutex::new(None),
+        leader: Mutex::new(None),
     })
 }
 
@@ -705,6 +708,12 @@ impl JsStore {
         &self.client
     }
 
+    /// The name of the server leading the stream (its `server_name`), as the stream's
+    /// info said when last asked (`/status` asks at most once a second).
+    pub fn stream_leader(&self) -> Option<String> {
+        self.leader.lock().unwrap().clone()
+    }
+
     pub(crate) fn urls(&self) -> String {
         self.cfg.urls_text()
     }
@@ -723,6 +732,7 @@ impl JsStore {
         if info.created.unix_timestamp_nanos() != self.epoch {
             return Err(self.recreated(info.created.unix_timestamp_nanos()));
         }
+        *self.leader.lock().unwrap() = info.cluster.and_then(|c| c.leader);
         Ok(info.state)
     }
 

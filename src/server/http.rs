@@ -358,6 +358,7 @@ pub async fn status(State(app): State<AppState>) -> Response {
     for (k, _, v) in counters(&app) {
         m.insert(k.into(), v.into());
     }
+    app.broker.refresh_backend().await;
     m.insert("backend".into(), app.broker.backend());
     axum::Json(serde_json::Value::Object(m)).into_response()
 }

@@ -321,6 +321,26 @@ pub mod ws {
             }
         }
 
+        /// Waits for the close (within `limit`, skipping frames): its code and reason.
+        pub async fn close_frame(&mut self, limit: Duration) -> (Option<u16>, String) {
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                let m = tokio::time::timeout_at(deadline, self.ws.next())
+                    .await
+                    .expect("no close within the limit");
+                match m {
+                    None | Some(Err(_)) => return (None, String::new()),
+                    Some(Ok(Message::Close(f))) => {
+                        return match f {
+                            Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                            None => (None, String::new()),
+                        };
+                    }
+                    Some(Ok(_)) => continue,
+                }
+            }
+        }
+
         /// Waits for the close and returns its code.
         pub async fn closed(&mut self) -> Option<u16> {
             loop {
