@@ -152,8 +152,8 @@ impl JsStore {
     ///
     /// The acks are awaited together: an ack that does not come is given up on
     /// after 2 s, counted from when it is first awaited, so awaiting them one after
-    /// another would make a run sent just before a leader died wait 2 s per event
-    /// (measured on 2.14.6: 24 s for a run of 10).
+    /// another would make a run sent just before a leader died wait 2 s per event.
+    /// Resends then run concurrently too, so resent events get ids in no set order.
     pub async fn settle_all(&self, sending: Sending) -> Vec<Result<Published, PublishError>> {
         let deadline = sending.deadline;
         futures_util::future::join_all(
